@@ -1,0 +1,31 @@
+from django.db import connection
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from oo_ml.selectors import broker_reachable, database_reachable
+
+
+class HealthApi(APIView):
+    """Liveness for load balancers: 503 when the database cannot be reached."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        responses=inline_serializer(
+            "Health",
+            {
+                "ok": serializers.BooleanField(),
+                "database": serializers.BooleanField(),
+                "broker": serializers.BooleanField(),
+            },
+        )
+    )
+    def get(self, request):
+        database = database_reachable(connection)
+        broker = broker_reachable()
+        body = {"ok": database and broker, "database": database, "broker": broker}
+        return Response(body, status=200 if database else 503)

@@ -1,0 +1,136 @@
+"""The decision API. Each view validates, calls one service or selector, answers."""
+
+from __future__ import annotations
+
+import numpy as np
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.permissions import IsAdminUser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from policies import selectors, services
+from policies.serializers import (
+    DecisionOutputSerializer,
+    RewardInputSerializer,
+    RewardOutputSerializer,
+    ScoreInputSerializer,
+    StatsOutputSerializer,
+)
+
+ERROR = inline_serializer(
+    "Error",
+    {
+        "error": serializers.CharField(),
+        "detail": serializers.CharField(),
+        "field": serializers.CharField(allow_null=True),
+    },
+)
+ERRORS = {code: OpenApiResponse(ERROR) for code in (400, 401, 403, 404, 409, 413)}
+
+
+class ScoreApi(APIView):
+    """Pick one candidate. Named routes ask one policy; /score asks the active one."""
+
+    policy_name: str | None = None
+
+    @extend_schema(
+        request=ScoreInputSerializer,
+        responses={200: DecisionOutputSerializer, **ERRORS},
+    )
+    def post(self, request, name: str | None = None):
+        serializer = ScoreInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        decision = services.decision_make(
+            user_id=data["user_id"],
+            candidates=data["candidates"],
+            context=data["context"],
+            profile=data["profile_features"],
+            rng=np.random.default_rng(),
+            policy_name=name or self.policy_name,
+        )
+        return Response(DecisionOutputSerializer(decision).data)
+
+
+class RewardApi(APIView):
+    """Apply a reward to the decision's policy, a named policy, or the active one."""
+
+    policy_name: str | None = None
+
+    @extend_schema(
+        request=RewardInputSerializer, responses={200: RewardOutputSerializer, **ERRORS}
+    )
+    def post(self, request, name: str | None = None):
+        serializer = RewardInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        name = name or self.policy_name
+        result = services.reward_apply(
+            user_id=data["user_id"],
+            tip_id=data["tip_id"],
+            reward=data["reward"],
+            features=data["features"],
+            day_of_week=data["day_of_week"],
+            profile=data["profile_features"],
+            decision_id=data.get("decision_id"),
+            event_id=data.get("event_id"),
+            policy=selectors.policy_get(name=name) if name else None,
+        )
+        return Response(RewardOutputSerializer(result).data)
+
+
+class StatsApi(APIView):
+    policy_name: str | None = None
+
+    @extend_schema(responses={200: StatsOutputSerializer, **ERRORS})
+    def get(self, request, user_id: str, name: str | None = None):
+        policy = selectors.policy_get(name=name or self.policy_name)
+        stats = selectors.user_stats(policy=policy, user_id=user_id)
+        return Response(StatsOutputSerializer(stats).data)
+
+
+class HistoryApi(APIView):
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "History",
+                {
+                    "user_id": serializers.CharField(),
+                    "history": serializers.ListField(),
+                },
+            ),
+            **ERRORS,
+        }
+    )
+    def get(self, request, user_id: str):
+        history = selectors.user_history(user_id=user_id)
+        return Response({"user_id": user_id, "history": history})
+
+
+class ResetApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: inline_serializer(
+                "Reset",
+                {
+                    "user_id": serializers.CharField(),
+                    "states_deleted": serializers.IntegerField(),
+                    "decisions_deleted": serializers.IntegerField(),
+                },
+            ),
+            **ERRORS,
+        },
+    )
+    def post(self, request, user_id: str):
+        result = services.user_reset(user_id=user_id)
+        return Response(
+            {
+                "user_id": result.user_id,
+                "states_deleted": result.states_deleted,
+                "decisions_deleted": result.decisions_deleted,
+            }
+        )

@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+import numpy as np
+from django.db import models
+from django.db.models import Q
+
+from oo_ml.models import CreatedModel, TimeStampedModel, uuid7
+from policies import bandits
+
+
+class Algorithm(models.TextChoices):
+    LINUCB = bandits.LINUCB, "LinUCB"
+    EGREEDY = bandits.EGREEDY, "ε-greedy"
+
+
+class Role(models.TextChoices):
+    ACTIVE = "active", "Active"
+    SHADOW = "shadow", "Shadow"
+    RETIRED = "retired", "Retired"
+
+
+class Policy(TimeStampedModel):
+    """A named bandit: algorithm + feature set + parameters, with a role."""
+
+    name = models.SlugField(max_length=64, unique=True)
+    algorithm = models.CharField(max_length=16, choices=Algorithm.choices)
+    dimension = models.PositiveSmallIntegerField(
+        choices=[(d, f"D={d}") for d in bandits.DIMENSIONS]
+    )
+    params = models.JSONField(default=dict, blank=True)
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.SHADOW)
+    enabled = models.BooleanField(
+        default=False, help_text="A shadow scores every request while this is on."
+    )
+    description = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name_plural = "policies"
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["role"], condition=Q(role="active"), name="one_active_policy"
+            ),
+            models.CheckConstraint(
+                condition=Q(dimension__in=bandits.DIMENSIONS),
+                name="policy_dimension_known",
+            ),
+            models.CheckConstraint(
+                condition=Q(algorithm__in=bandits.ALGORITHMS),
+                name="policy_algorithm_known",
+            ),
+            models.CheckConstraint(
+                condition=Q(role__in=Role.values), name="policy_role_known"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.role})"
+
+    @property
+    def feature_labels(self) -> tuple[str, ...]:
+        return bandits.feature_labels(self.dimension)
+
+
+def array_to_bytes(array: np.ndarray) -> bytes:
+    return np.ascontiguousarray(array, dtype="<f8").tobytes()
+
+
+def array_from_bytes(raw: bytes | memoryview, shape: tuple[int, ...]) -> np.ndarray:
+    return np.frombuffer(bytes(raw), dtype="<f8").reshape(shape).copy()
+
+
+class BanditState(TimeStampedModel):
+    """One user's learned state under one policy: A (D x D), b (D) and counters.
+
+    A and b are stored as little-endian float64 bytes: exact, compact and cheap to
+    load on every decision. Pulls and explorations are counted from the decision
+    log rather than kept twice.
+    """
+
+    policy = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="states")
+    user_id = models.CharField(max_length=128)
+    a_bytes = models.BinaryField()
+    b_bytes = models.BinaryField()
+    reward_count = models.PositiveIntegerField(default=0)
+    cumulative_reward = models.FloatField(default=0.0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user_id", "policy"], name="one_state_per_user"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.policy_id}/{self.user_id}"
+
+    @property
+    def a(self) -> np.ndarray:
+        d = self.policy.dimension
+        return array_from_bytes(self.a_bytes, (d, d))
+
+    @property
+    def b(self) -> np.ndarray:
+        return array_from_bytes(self.b_bytes, (self.policy.dimension,))
+
+
+class Decision(CreatedModel):
+    """One policy's pick on one /score request: append-only, with what it saw."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    request_id = models.UUIDField(db_index=True)
+    policy = models.ForeignKey(
+        Policy, on_delete=models.PROTECT, related_name="decisions"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices)
+    user_id = models.CharField(max_length=128)
+    candidates = models.JSONField()
+    context = models.JSONField()
+    profile = models.JSONField()
+    features = models.JSONField(help_text="The encoded vector of every candidate.")
+    estimates = models.JSONField(help_text="theta . x for every candidate.")
+    bonuses = models.JSONField(
+        null=True, help_text="LinUCB confidence bonus per candidate."
+    )
+    pick_index = models.PositiveSmallIntegerField()
+    tip_id = models.CharField(max_length=200)
+    score = models.FloatField()
+    propensity = models.FloatField()
+    exploring = models.BooleanField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["user_id", "created_at"], name="decision_user_time")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.policy_id} picked {self.tip_id} for {self.user_id}"
+
+    def candidate_index(self, tip_id: str) -> int | None:
+        for index, candidate in enumerate(self.candidates):
+            if candidate["id"] == tip_id:
+                return index
+        return None
+
+
+class Reward(CreatedModel):
+    """One reward applied to one policy's state for one user: append-only."""
+
+    policy = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="rewards")
+    user_id = models.CharField(max_length=128)
+    tip_id = models.CharField(max_length=200)
+    reward = models.FloatField()
+    decision = models.ForeignKey(
+        Decision,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="rewards",
+    )
+    event_id = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    features = models.JSONField(help_text="The vector the update used.")
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["user_id", "created_at"], name="reward_user_time")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.reward:+g} to {self.policy_id} for {self.user_id}/{self.tip_id}"

@@ -1,0 +1,210 @@
+"""Input and output shapes of the decision API.
+
+JSON numbers are taken strictly: a string, a boolean, NaN or an infinity is bad
+input wherever a number is expected, so ``"nan"`` or ``1e999`` never reach the maths.
+"""
+
+from __future__ import annotations
+
+import math
+
+from django.conf import settings
+from rest_framework import serializers
+
+from policies import bandits
+
+MAX_REWARD = 1e6
+
+
+class FiniteFloatField(serializers.Field):
+    default_error_messages = {
+        "invalid": "A finite JSON number is required.",
+        "min_value": "Must be at least {min_value}.",
+        "max_value": "Must be at most {max_value}.",
+    }
+
+    def __init__(self, *, min_value=None, max_value=None, **kwargs):
+        self.min_value = min_value
+        self.max_value = max_value
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            self.fail("invalid")
+        value = float(data)
+        if not math.isfinite(value):
+            self.fail("invalid")
+        if self.min_value is not None and value < self.min_value:
+            self.fail("min_value", min_value=self.min_value)
+        if self.max_value is not None and value > self.max_value:
+            self.fail("max_value", max_value=self.max_value)
+        return value
+
+    def to_representation(self, value):
+        return value
+
+
+class StrictIntegerField(FiniteFloatField):
+    default_error_messages = {"invalid": "A whole JSON number is required."}
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not value.is_integer():
+            self.fail("invalid")
+        return int(value)
+
+
+class StrictBooleanField(serializers.Field):
+    default_error_messages = {"invalid": "true or false is required."}
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            return data
+        if type(data) is int and data in (0, 1):
+            return bool(data)
+        self.fail("invalid")
+
+    def to_representation(self, value):
+        return value
+
+
+def hour_field(**kwargs):
+    return StrictIntegerField(min_value=0, max_value=23, **kwargs)
+
+
+def day_field(**kwargs):
+    return StrictIntegerField(min_value=0, max_value=6, **kwargs)
+
+
+class IdField(serializers.CharField):
+    """A task or user id: a non-empty string (JSON integers are taken as text)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 200)
+        super().__init__(**kwargs)
+
+
+class CandidateFeaturesSerializer(serializers.Serializer):
+    hour_of_day = hour_field(required=False)
+    is_overdue = StrictBooleanField(required=False)
+    task_age_days = FiniteFloatField(min_value=0, required=False)
+    priority = StrictIntegerField(min_value=1, max_value=4, required=False)
+
+    def to_internal_value(self, data):
+        if data is None:
+            data = {}
+        values = super().to_internal_value(data)
+        return {**bandits.CANDIDATE_DEFAULTS, **values}
+
+
+class CandidateSerializer(serializers.Serializer):
+    id = IdField()
+    content = serializers.CharField(required=False, allow_blank=True, default="")
+    source = serializers.CharField(required=False, allow_blank=True, default="")
+    source_id = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, default=None
+    )
+    features = CandidateFeaturesSerializer(required=False, allow_null=True)
+
+    def to_internal_value(self, data):
+        values = super().to_internal_value(data)
+        if values.get("features") is None:
+            values["features"] = dict(bandits.CANDIDATE_DEFAULTS)
+        return values
+
+
+class ContextSerializer(serializers.Serializer):
+    hour_of_day = hour_field(required=False, default=12)
+    day_of_week = day_field(required=False, default=0)
+
+
+class ProfileFeaturesSerializer(serializers.Serializer):
+    completion_rate_30d = FiniteFloatField(min_value=0, max_value=1, allow_null=True)
+    dismiss_rate_30d = FiniteFloatField(min_value=0, max_value=1, allow_null=True)
+    mean_dwell_ms_30d = FiniteFloatField(min_value=0, allow_null=True)
+    preferred_hour = hour_field(allow_null=True)
+    tip_volume_30d = StrictIntegerField(min_value=0, allow_null=True)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            field.required = False
+
+
+class ScoreInputSerializer(serializers.Serializer):
+    user_id = IdField(max_length=128)
+    candidates = CandidateSerializer(many=True, allow_empty=False)
+    context = ContextSerializer(required=False)
+    profile_features = ProfileFeaturesSerializer(required=False, allow_null=True)
+
+    def validate_candidates(self, candidates):
+        limit = settings.MAX_CANDIDATES
+        if len(candidates) > limit:
+            raise serializers.ValidationError(
+                f"At most {limit} candidates are allowed, not {len(candidates)}.",
+                code="too_many",
+            )
+        seen = set()
+        for candidate in candidates:
+            if candidate["id"] in seen:
+                raise serializers.ValidationError(
+                    f"Candidate id {candidate['id']!r} appears twice.", code="duplicate"
+                )
+            seen.add(candidate["id"])
+        return candidates
+
+    def validate(self, attrs):
+        attrs["context"] = attrs.get("context") or dict(bandits.CONTEXT_DEFAULTS)
+        attrs["profile_features"] = attrs.get("profile_features") or {}
+        return attrs
+
+
+class RewardInputSerializer(serializers.Serializer):
+    user_id = IdField(max_length=128)
+    tip_id = IdField()
+    reward = FiniteFloatField(min_value=-MAX_REWARD, max_value=MAX_REWARD)
+    features = CandidateFeaturesSerializer(required=False, allow_null=True)
+    day_of_week = day_field(required=False, default=0)
+    profile_features = ProfileFeaturesSerializer(required=False, allow_null=True)
+    decision_id = serializers.UUIDField(required=False, allow_null=True)
+    event_id = IdField(required=False, allow_null=True)
+
+    def validate(self, attrs):
+        attrs["features"] = attrs.get("features") or dict(bandits.CANDIDATE_DEFAULTS)
+        attrs["profile_features"] = attrs.get("profile_features") or {}
+        return attrs
+
+
+class DecisionOutputSerializer(serializers.Serializer):
+    tip_id = serializers.CharField()
+    score = serializers.FloatField()
+    policy = serializers.CharField(source="policy.name")
+    decision_id = serializers.UUIDField(source="id")
+    propensity = serializers.FloatField()
+    exploring = serializers.BooleanField()
+
+
+class RewardOutputSerializer(serializers.Serializer):
+    applied = serializers.BooleanField()
+    replayed = serializers.BooleanField()
+    policy = serializers.CharField()
+    user_id = serializers.CharField()
+    tip_id = serializers.CharField()
+    reward = serializers.FloatField()
+    decision_id = serializers.UUIDField(allow_null=True)
+    event_id = serializers.CharField(allow_null=True)
+    reward_count = serializers.IntegerField()
+    cumulative_reward = serializers.FloatField()
+
+
+class StatsOutputSerializer(serializers.Serializer):
+    user_id = serializers.CharField()
+    policy = serializers.CharField()
+    pulls = serializers.IntegerField()
+    reward_count = serializers.IntegerField()
+    cumulative_reward = serializers.FloatField()
+    estimated_mean_reward = serializers.FloatField()
+    exploration_rate = serializers.FloatField()
+    theta = serializers.ListField(child=serializers.FloatField())
+    feature_labels = serializers.ListField(child=serializers.CharField())
+    last_updated = serializers.DateTimeField(allow_null=True)

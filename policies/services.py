@@ -1,0 +1,323 @@
+"""Writes: decisions, rewards and resets. Each is atomic and keyword-only."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.db import IntegrityError, transaction
+
+from oo_ml.errors import Conflict, InvalidInput, NotFound
+from oo_ml.models import uuid7
+from policies import bandits
+from policies.models import BanditState, Decision, Policy, Reward, array_to_bytes
+from policies.selectors import LoadedState, policy_get_active, scoring_states
+
+logger = logging.getLogger(__name__)
+
+
+def _decision_build(
+    *,
+    loaded: LoadedState,
+    x_full: np.ndarray,
+    request_id: uuid.UUID,
+    user_id: str,
+    candidates: Sequence[Mapping[str, Any]],
+    context: Mapping[str, int],
+    profile: Mapping[str, Any],
+    rng: np.random.Generator,
+) -> Decision:
+    policy = loaded.policy
+    x = x_full[:, : policy.dimension]
+    choice = bandits.choose(
+        policy.algorithm, policy.params, loaded.a, loaded.b, x, rng=rng
+    )
+    return Decision(
+        id=uuid7(),
+        request_id=request_id,
+        policy=policy,
+        role=policy.role,
+        user_id=user_id,
+        candidates=candidates,
+        context=context,
+        profile=profile,
+        features=x.tolist(),
+        estimates=choice.estimates.tolist(),
+        bonuses=None if choice.bonuses is None else choice.bonuses.tolist(),
+        pick_index=choice.index,
+        tip_id=candidates[choice.index]["id"],
+        score=choice.score,
+        propensity=choice.propensity,
+        exploring=choice.exploring,
+    )
+
+
+def decision_make(
+    *,
+    user_id: str,
+    candidates: Sequence[Mapping[str, Any]],
+    context: Mapping[str, int],
+    profile: Mapping[str, Any],
+    rng: np.random.Generator,
+    policy_name: str | None = None,
+) -> Decision:
+    """Pick a candidate and log the decision; answers the first policy's decision.
+
+    Without ``policy_name`` the active policy decides and every enabled shadow
+    decides too, on the same input, logged under the same request id. A shadow
+    that fails is logged and skipped: it never fails the active answer.
+    """
+    states = scoring_states(user_id=user_id, policy_name=policy_name)
+    profile = {name: profile.get(name) for name in bandits.PROFILE_NAMES}
+    hour = context["hour_of_day"]
+    x_full = bandits.encode(
+        [c["features"] for c in candidates],
+        hours=[hour] * len(candidates),
+        day_of_week=context["day_of_week"],
+        profile=profile,
+        dimension=max(loaded.policy.dimension for loaded in states),
+    )
+    request_id = uuid7()
+    common = dict(
+        x_full=x_full,
+        request_id=request_id,
+        user_id=user_id,
+        candidates=candidates,
+        context=context,
+        profile=profile,
+        rng=rng,
+    )
+    decisions = [_decision_build(loaded=states[0], **common)]
+    for shadow in states[1:]:
+        try:
+            decisions.append(_decision_build(loaded=shadow, **common))
+        except Exception:
+            logger.exception("shadow %s failed to score; skipped", shadow.policy.name)
+    Decision.objects.bulk_create(decisions)
+    return decisions[0]
+
+
+@dataclass(frozen=True, slots=True)
+class RewardResult:
+    applied: bool
+    replayed: bool
+    policy: str
+    user_id: str
+    tip_id: str
+    reward: float
+    decision_id: uuid.UUID | None
+    event_id: str | None
+    reward_count: int
+    cumulative_reward: float
+
+
+def _decision_vector(
+    *, decision_id: uuid.UUID, user_id: str, tip_id: str, policy: Policy | None
+) -> tuple[Decision, list[float]]:
+    """The vector logged for ``tip_id`` when ``decision_id`` was made."""
+    decision = Decision.objects.select_related("policy").filter(id=decision_id).first()
+    if decision is None:
+        raise NotFound(f"No decision {decision_id}.", field="decision_id")
+    if decision.user_id != user_id:
+        raise InvalidInput(
+            f"Decision {decision_id} was made for another user.", field="user_id"
+        )
+    if policy is not None and decision.policy_id != policy.id:
+        raise InvalidInput(
+            f"Decision {decision_id} was made by {decision.policy.name}, "
+            f"not {policy.name}.",
+            field="decision_id",
+        )
+    index = decision.candidate_index(tip_id)
+    if index is None:
+        raise InvalidInput(
+            f"{tip_id!r} is not a candidate of decision {decision_id}.", field="tip_id"
+        )
+    return decision, decision.features[index]
+
+
+def _state_lock(*, policy: Policy, user_id: str) -> BanditState:
+    """This user's state row under ``policy``, created if new, locked until commit."""
+    locked = BanditState.objects.select_for_update().filter(
+        policy=policy, user_id=user_id
+    )
+    state = locked.first()
+    if state is None:
+        a, b = bandits.initial_state(policy.dimension)
+        BanditState.objects.bulk_create(
+            [
+                BanditState(
+                    policy=policy,
+                    user_id=user_id,
+                    a_bytes=array_to_bytes(a),
+                    b_bytes=array_to_bytes(b),
+                )
+            ],
+            ignore_conflicts=True,
+        )
+        state = locked.get()
+    state.policy = policy
+    return state
+
+
+def _replay_or_conflict(
+    *,
+    event_id: str,
+    user_id: str,
+    tip_id: str,
+    reward: float,
+    decision_id: uuid.UUID | None,
+) -> RewardResult | None:
+    previous = Reward.objects.select_related("policy").filter(event_id=event_id).first()
+    if previous is None:
+        return None
+    same = (
+        previous.user_id == user_id
+        and previous.tip_id == tip_id
+        and previous.reward == reward
+        and (decision_id is None or previous.decision_id in (None, decision_id))
+    )
+    if not same:
+        raise Conflict(
+            f"Event {event_id!r} was already applied with other content.",
+            field="event_id",
+        )
+    state = BanditState.objects.filter(policy=previous.policy, user_id=user_id).first()
+    return RewardResult(
+        applied=False,
+        replayed=True,
+        policy=previous.policy.name,
+        user_id=user_id,
+        tip_id=tip_id,
+        reward=reward,
+        decision_id=previous.decision_id,
+        event_id=event_id,
+        reward_count=state.reward_count if state else 0,
+        cumulative_reward=state.cumulative_reward if state else 0.0,
+    )
+
+
+def reward_apply(
+    *,
+    user_id: str,
+    tip_id: str,
+    reward: float,
+    features: Mapping[str, Any],
+    day_of_week: int,
+    profile: Mapping[str, Any],
+    decision_id: uuid.UUID | None = None,
+    event_id: str | None = None,
+    policy: Policy | None = None,
+) -> RewardResult:
+    """Apply one reward: A += x x^T, b += r x, under a row lock on the user's state.
+
+    With ``decision_id`` the vector logged at decision time is used and the
+    decision's policy learns; otherwise the vector is rebuilt from ``features``
+    and ``policy`` (default: the active one) learns. A repeated ``event_id``
+    changes nothing.
+    """
+    if event_id is not None:
+        replay = _replay_or_conflict(
+            event_id=event_id,
+            user_id=user_id,
+            tip_id=tip_id,
+            reward=reward,
+            decision_id=decision_id,
+        )
+        if replay is not None:
+            return replay
+    decision = None
+    if decision_id is not None:
+        decision, vector = _decision_vector(
+            decision_id=decision_id, user_id=user_id, tip_id=tip_id, policy=policy
+        )
+        policy = decision.policy
+        x = np.asarray(vector, dtype=float)
+    else:
+        policy = policy or policy_get_active()
+        x = bandits.encode(
+            [features],
+            hours=[features["hour_of_day"]],
+            day_of_week=day_of_week,
+            profile=profile,
+            dimension=policy.dimension,
+        )[0]
+    try:
+        with transaction.atomic():
+            state = _state_lock(policy=policy, user_id=user_id)
+            a, b = bandits.update(state.a, state.b, x, reward)
+            Reward.objects.create(
+                policy=policy,
+                user_id=user_id,
+                tip_id=tip_id,
+                reward=reward,
+                decision=decision,
+                event_id=event_id,
+                features=x.tolist(),
+            )
+            state.a_bytes = array_to_bytes(a)
+            state.b_bytes = array_to_bytes(b)
+            state.reward_count += 1
+            state.cumulative_reward += reward
+            state.save(
+                update_fields=[
+                    "a_bytes",
+                    "b_bytes",
+                    "reward_count",
+                    "cumulative_reward",
+                    "updated_at",
+                ]
+            )
+    except IntegrityError:
+        # The same event_id arrived concurrently for another user or policy.
+        if event_id is None:
+            raise
+        replay = _replay_or_conflict(
+            event_id=event_id,
+            user_id=user_id,
+            tip_id=tip_id,
+            reward=reward,
+            decision_id=decision_id,
+        )
+        if replay is None:
+            raise
+        return replay
+    return RewardResult(
+        applied=True,
+        replayed=False,
+        policy=policy.name,
+        user_id=user_id,
+        tip_id=tip_id,
+        reward=reward,
+        decision_id=decision_id,
+        event_id=event_id,
+        reward_count=state.reward_count,
+        cumulative_reward=state.cumulative_reward,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ResetResult:
+    user_id: str
+    states_deleted: int
+    decisions_deleted: int
+
+
+@transaction.atomic
+def user_reset(*, user_id: str) -> ResetResult:
+    """Clear the user's state under every policy and their decision history.
+
+    The reward log stays: it is the audit trail, and it keeps replayed event ids
+    from being applied twice.
+    """
+    states = BanditState.objects.filter(user_id=user_id)
+    decisions = Decision.objects.filter(user_id=user_id)
+    if not states.exists() and not decisions.exists():
+        raise NotFound(f"User {user_id!r} has no state or decisions.", field="user_id")
+    states_deleted = states.delete()[0]
+    decisions_deleted = decisions.delete()[1].get("policies.Decision", 0)
+    return ResetResult(user_id, states_deleted, decisions_deleted)

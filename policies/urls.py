@@ -1,0 +1,27 @@
+from django.urls import path
+
+from policies.apis import HistoryApi, ResetApi, RewardApi, ScoreApi, StatsApi
+
+V1, V2, LINUCB = "egreedy-v1", "egreedy-v2", "linucb-v1"
+
+urlpatterns = [
+    path("score", ScoreApi.as_view(), name="score"),
+    path("reward", RewardApi.as_view(), name="reward"),
+    path("policies/<slug:name>/score", ScoreApi.as_view(), name="policy-score"),
+    path("policies/<slug:name>/reward", RewardApi.as_view(), name="policy-reward"),
+    path(
+        "policies/<slug:name>/stats/<str:user_id>",
+        StatsApi.as_view(),
+        name="policy-stats",
+    ),
+    path("features/<str:user_id>", HistoryApi.as_view(), name="features"),
+    path("reset/<str:user_id>", ResetApi.as_view(), name="reset"),
+    # Kept from the service this replaces: the recommender switches by base URL alone.
+    path("score/egreedy", ScoreApi.as_view(policy_name=V1)),
+    path("reward/egreedy", RewardApi.as_view(policy_name=V1)),
+    path("score/egreedy/v2", ScoreApi.as_view(policy_name=V2)),
+    path("reward/egreedy/v2", RewardApi.as_view(policy_name=V2)),
+    path("stats/egreedy/v2/<str:user_id>", StatsApi.as_view(policy_name=V2)),
+    path("stats/egreedy/<str:user_id>", StatsApi.as_view(policy_name=V1)),
+    path("stats/<str:user_id>", StatsApi.as_view(policy_name=LINUCB)),
+]
