@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -18,6 +20,17 @@ from rest_framework.test import APIClient
 from oo_ml.auth import service_token_get_or_create, token_cache_clear
 
 ROOT = Path(__file__).resolve().parent
+
+
+@pytest.fixture(autouse=True)
+def _plain_static_storage(settings):
+    """Tests run without collectstatic, so without whitenoise's manifest."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {
+            "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        },
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -83,13 +96,13 @@ def _database_url() -> str:
     )
 
 
-@pytest.fixture
-def gunicorn_url(transactional_db, registry):
-    """A real gunicorn serving the test database over real HTTP."""
+@contextlib.contextmanager
+def gunicorn_serving(database_url: str, workers: int = 4):
+    """A real gunicorn on a free port, serving ``database_url`` over real HTTP."""
     port = _free_port()
     env = {
         **os.environ,
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url,
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
     }
     proc = subprocess.Popen(
@@ -101,7 +114,7 @@ def gunicorn_url(transactional_db, registry):
             "--bind",
             f"127.0.0.1:{port}",
             "--workers",
-            "4",
+            str(workers),
             "--log-level",
             "warning",
         ],
@@ -110,15 +123,25 @@ def gunicorn_url(transactional_db, registry):
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("gunicorn did not start") from None
-            time.sleep(0.2)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except urllib.error.HTTPError:
+                break  # it answers, even if not healthy
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("gunicorn did not start") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.fixture
+def gunicorn_url(transactional_db, registry):
+    """gunicorn serving the test database: use with transactional tests."""
+    with gunicorn_serving(_database_url()) as url:
+        yield url

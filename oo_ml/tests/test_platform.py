@@ -1,0 +1,66 @@
+"""Health, schema and settings: the platform around the decision API."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from conftest import gunicorn_serving
+from oo_ml.env import env
+
+
+@pytest.mark.django_db
+def test_health_needs_no_token_and_reports_its_dependencies(anon):
+    response = anon.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"ok": True, "database": True, "broker": True}
+
+
+def test_health_answers_503_when_the_database_is_unreachable():
+    # Nothing listens on port 1: a real server with a real dead database.
+    with gunicorn_serving("postgres://postgres@127.0.0.1:1/nothing", workers=1) as url:
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(f"{url}/health", timeout=10)
+    assert caught.value.code == 503
+    assert json.loads(caught.value.read()) == {
+        "ok": False,
+        "database": False,
+        "broker": True,
+    }
+
+
+@pytest.mark.django_db
+def test_schema_lists_the_decision_routes(api):
+    response = api.get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    paths = json.loads(response.content)["paths"]
+    for route in ("/score", "/reward", "/policies/{name}/stats/{user_id}", "/health"):
+        assert route in paths
+
+
+@pytest.mark.django_db
+def test_docs_page_is_served_without_internet(staff_api):
+    response = staff_api.get("/api/docs/")
+    assert response.status_code == 200
+    assert b"swagger-ui" in response.content
+    assert b"cdn" not in response.content.lower()
+
+
+@pytest.mark.parametrize(
+    ("raw", "default", "expected"),
+    [("1", False, True), ("off", True, False), ("42", 7, 42), ("a, b", [], ["a", "b"])],
+)
+def test_env_casts_like_the_default(monkeypatch, raw, default, expected):
+    monkeypatch.setenv("OO_ML_TEST_SETTING", raw)
+    assert env("OO_ML_TEST_SETTING", default) == expected
+
+
+@pytest.mark.parametrize(("raw", "default"), [("maybe", False), ("many", 3)])
+def test_env_fails_loudly_on_a_bad_value(monkeypatch, raw, default):
+    monkeypatch.setenv("OO_ML_TEST_SETTING", raw)
+    with pytest.raises(ImproperlyConfigured, match="OO_ML_TEST_SETTING"):
+        env("OO_ML_TEST_SETTING", default)

@@ -1,0 +1,324 @@
+"""The decision API end to end: score, reward, stats, history, reset, old routes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from policies.models import BanditState, Decision, Policy, Reward
+
+CANDIDATES = [
+    {
+        "id": "write-report",
+        "content": "Write report",
+        "source": "todo",
+        "features": {"priority": 4, "is_overdue": True, "task_age_days": 3},
+    },
+    {"id": "water-plants", "content": "Water plants", "source": "todo"},
+    {
+        "id": "call-mum",
+        "content": "Call mum",
+        "source": "calendar",
+        "source_id": "c1",
+        "features": {"hour_of_day": 18, "priority": 2},
+    },
+]
+
+
+def score(client, url="/score", user_id="u1", **extra):
+    body = {
+        "user_id": user_id,
+        "candidates": CANDIDATES,
+        "context": {"hour_of_day": 9, "day_of_week": 2},
+        **extra,
+    }
+    response = client.post(url, body, format="json")
+    assert response.status_code == 200, response.json()
+    return response.json()
+
+
+def reward(client, url="/reward", **body):
+    response = client.post(url, {"user_id": "u1", **body}, format="json")
+    assert response.status_code == 200, response.json()
+    return response.json()
+
+
+def enable(name: str, on: bool = True) -> None:
+    Policy.objects.filter(name=name).update(enabled=on)
+
+
+@pytest.mark.django_db
+def test_score_answers_the_active_pick_and_logs_what_it_saw(api):
+    answer = score(api)
+
+    assert set(answer) == {
+        "tip_id",
+        "score",
+        "policy",
+        "decision_id",
+        "propensity",
+        "exploring",
+    }
+    assert answer["policy"] == "egreedy-v1"
+    decision = Decision.objects.get(id=answer["decision_id"])
+    assert decision.role == "active"
+    assert decision.tip_id == answer["tip_id"]
+    assert [c["id"] for c in decision.candidates] == [c["id"] for c in CANDIDATES]
+    assert decision.context == {"hour_of_day": 9, "day_of_week": 2}
+    assert len(decision.features) == 3 and len(decision.features[0]) == 7
+    # Every candidate is encoded at the context hour, whatever its own hour says.
+    assert decision.features[2][0] == pytest.approx(
+        np.sin(2 * np.pi * 9 / 24), abs=1e-12
+    )
+    assert decision.profile["completion_rate_30d"] is None
+
+
+@pytest.mark.django_db
+def test_a_fresh_user_gets_the_first_candidate_greedily_or_an_exploration(api):
+    answers = [score(api, user_id=f"new-{i}") for i in range(60)]
+    greedy = [a for a in answers if not a["exploring"]]
+    # theta = 0 ties every candidate: the first one in request order wins.
+    assert {a["tip_id"] for a in greedy} == {"write-report"}
+    assert all(a["propensity"] == pytest.approx(0.9 + 0.1 / 3) for a in greedy)
+
+
+@pytest.mark.django_db
+def test_score_with_no_shadow_on_writes_one_decision(api):
+    score(api)
+    assert Decision.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_an_enabled_shadow_scores_the_same_request_but_is_never_returned(api):
+    enable("egreedy-v2")
+    answer = score(api, profile_features={"completion_rate_30d": 0.5})
+
+    active = Decision.objects.get(id=answer["decision_id"])
+    shadow = Decision.objects.get(role="shadow")
+    assert answer["policy"] == "egreedy-v1"
+    assert shadow.policy.name == "egreedy-v2"
+    assert shadow.request_id == active.request_id
+    assert len(shadow.features[0]) == 12
+    assert shadow.features[0][7] == 0.5
+    # The shadow sees exactly the active's first seven features.
+    assert [row[:7] for row in shadow.features] == active.features
+    history = api.get("/features/u1").json()["history"]
+    assert {(h["policy"], h["role"]) for h in history} == {
+        ("egreedy-v1", "active"),
+        ("egreedy-v2", "shadow"),
+    }
+
+    enable("egreedy-v2", on=False)
+    score(api)
+    assert Decision.objects.filter(role="shadow").count() == 1
+
+
+@pytest.mark.django_db
+def test_a_failing_shadow_does_not_fail_score(api, caplog):
+    enable("egreedy-v2")
+    # A broken parameter makes the shadow raise inside the numeric core.
+    Policy.objects.filter(name="egreedy-v2").update(params={"epsilon": "broken"})
+
+    answer = score(api)
+
+    assert answer["policy"] == "egreedy-v1"
+    assert Decision.objects.count() == 1
+    assert "egreedy-v2 failed to score" in caplog.text
+
+
+@pytest.mark.django_db
+def test_reward_with_a_decision_trains_the_deciding_policy_on_the_logged_vector(api):
+    enable("egreedy-v2")
+    score(api)
+    shadow = Decision.objects.get(role="shadow")
+
+    answer = reward(
+        api,
+        tip_id="call-mum",
+        reward=1.0,
+        decision_id=str(shadow.id),
+        features={"hour_of_day": 3},
+        day_of_week=6,
+    )
+
+    assert answer["policy"] == "egreedy-v2"
+    state = BanditState.objects.select_related("policy").get(policy__name="egreedy-v2")
+    x = np.array(shadow.features[2])  # call-mum, as encoded at decision time
+    np.testing.assert_allclose(state.a, np.eye(12) + np.outer(x, x), atol=1e-12)
+    np.testing.assert_allclose(state.b, x, atol=1e-12)
+    assert not BanditState.objects.filter(policy__name="egreedy-v1").exists()
+    assert Reward.objects.get().decision_id == shadow.id
+
+
+@pytest.mark.django_db
+def test_reward_without_a_decision_trains_the_active_policy(api):
+    answer = reward(api, tip_id="t", reward=0.6, features={"priority": 3})
+    assert answer["policy"] == "egreedy-v1"
+    assert answer["applied"] is True and answer["replayed"] is False
+    assert answer["reward_count"] == 1 and answer["cumulative_reward"] == 0.6
+
+
+@pytest.mark.django_db
+def test_replaying_an_event_changes_nothing_and_says_so(api):
+    first = reward(api, tip_id="t", reward=1.0, event_id="e-1")
+    state_before = BanditState.objects.get()
+
+    again = reward(api, tip_id="t", reward=1.0, event_id="e-1")
+
+    assert first["applied"] and not again["applied"] and again["replayed"]
+    state_after = BanditState.objects.get()
+    assert bytes(state_after.a_bytes) == bytes(state_before.a_bytes)
+    assert state_after.reward_count == 1
+    assert Reward.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_stats_count_pulls_explorations_and_rewards(api):
+    Policy.objects.filter(name="egreedy-v1").update(params={"epsilon": 1.0})
+    for _ in range(4):
+        score(api)
+    reward(api, tip_id="t", reward=1.0)
+    reward(api, tip_id="t", reward=-0.5)
+
+    stats = api.get("/policies/egreedy-v1/stats/u1").json()
+
+    assert stats["pulls"] == 4
+    assert stats["exploration_rate"] == 1.0
+    assert stats["reward_count"] == 2
+    assert stats["cumulative_reward"] == 0.5
+    assert stats["estimated_mean_reward"] == 0.25
+    assert len(stats["theta"]) == 7
+    assert stats["feature_labels"][:2] == ["hour_sin", "hour_cos"]
+    assert stats["last_updated"] is not None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("score_url", "reward_url", "stats_url", "policy"),
+    [
+        ("/score/egreedy", "/reward/egreedy", "/stats/egreedy/u1", "egreedy-v1"),
+        (
+            "/score/egreedy/v2",
+            "/reward/egreedy/v2",
+            "/stats/egreedy/v2/u1",
+            "egreedy-v2",
+        ),
+        (
+            "/policies/linucb-v1/score",
+            "/policies/linucb-v1/reward",
+            "/stats/u1",
+            "linucb-v1",
+        ),
+    ],
+)
+def test_old_service_routes_reach_their_policy_whatever_its_role(
+    api, score_url, reward_url, stats_url, policy
+):
+    assert score(api, url=score_url)["policy"] == policy
+    assert reward(api, url=reward_url, tip_id="t", reward=1.0)["policy"] == policy
+    stats = api.get(stats_url).json()
+    assert (stats["policy"], stats["pulls"], stats["reward_count"]) == (policy, 1, 1)
+
+
+@pytest.mark.django_db
+def test_named_reward_refuses_a_decision_made_by_another_policy(api):
+    decision_id = score(api)["decision_id"]  # made by egreedy-v1
+    response = api.post(
+        "/policies/egreedy-v2/reward",
+        {
+            "user_id": "u1",
+            "tip_id": "water-plants",
+            "reward": 1.0,
+            "decision_id": decision_id,
+        },
+        format="json",
+    )
+    assert response.status_code == 400
+    assert response.json()["field"] == "decision_id"
+    assert not Reward.objects.exists()
+
+
+@pytest.mark.django_db
+def test_history_is_newest_first_and_capped_at_100(api, settings):
+    for i in range(103):
+        score(api, context={"hour_of_day": i % 24, "day_of_week": 0})
+    history = api.get("/features/u1").json()["history"]
+
+    assert len(history) == 100
+    times = [h["created_at"] for h in history]
+    assert times == sorted(times, reverse=True)
+    newest = history[0]
+    assert newest["context"] == {"hour_of_day": 102 % 24, "day_of_week": 0}
+    assert set(newest["features"]) == {
+        "hour_sin",
+        "hour_cos",
+        "is_overdue",
+        "task_age_norm",
+        "priority_norm",
+        "dow_sin",
+        "dow_cos",
+    }
+
+
+@pytest.mark.django_db
+def test_reset_clears_every_policy_state_and_history_but_keeps_the_reward_log(
+    api, staff_api
+):
+    enable("egreedy-v2")
+    decision_id = score(api)["decision_id"]
+    reward(
+        api, tip_id="water-plants", reward=1.0, decision_id=decision_id, event_id="e-9"
+    )
+    reward(api, url="/reward/egreedy/v2", tip_id="t", reward=1.0)
+    score(api, user_id="someone-else")
+
+    answer = staff_api.post("/reset/u1")
+
+    assert answer.status_code == 200
+    assert answer.json() == {
+        "user_id": "u1",
+        "states_deleted": 2,
+        "decisions_deleted": 2,
+    }
+    assert not BanditState.objects.filter(user_id="u1").exists()
+    assert not Decision.objects.filter(user_id="u1").exists()
+    assert Decision.objects.filter(user_id="someone-else").count() == 2
+    assert Reward.objects.filter(user_id="u1").count() == 2
+    assert api.get("/features/u1").status_code == 404
+    # The event id still counts: replaying it after the reset trains nothing.
+    assert reward(api, tip_id="water-plants", reward=1.0, event_id="e-9")["replayed"]
+    assert staff_api.post("/reset/u1").status_code == 404
+
+
+@pytest.mark.django_db
+def test_score_costs_a_fixed_number_of_queries(api, django_assert_num_queries):
+    score(api)  # warms the token cache
+    enable("egreedy-v2")
+    # One read of the policies with this user's states, one insert of decisions.
+    with django_assert_num_queries(2):
+        score(api)
+
+
+@pytest.mark.django_db
+def test_reward_costs_a_fixed_number_of_queries(api):
+    reward(api, tip_id="t", reward=1.0)
+    with CaptureQueriesContext(connection) as queries:
+        reward(api, tip_id="t", reward=1.0)
+    # The test's own transaction turns the service's into savepoints: not counted.
+    sql = [q["sql"] for q in queries if "SAVEPOINT" not in q["sql"]]
+    # Active policy, lock the state row, insert the log, update the state.
+    assert len(sql) == 4, sql
+
+
+@pytest.mark.django_db
+def test_service_token_creates_once_and_prints_the_token_last(capsys):
+    call_command("service_token", "recommender")
+    first = capsys.readouterr().out.strip().splitlines()[-1]
+    call_command("service_token", "recommender")
+    second = capsys.readouterr().out.strip().splitlines()[-1]
+
+    assert first == second
+    assert len(first) == 40 and all(c in "0123456789abcdef" for c in first)
