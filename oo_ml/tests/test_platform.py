@@ -22,9 +22,12 @@ def test_health_needs_no_token_and_reports_its_dependencies(anon):
 
 def test_health_answers_503_when_the_database_is_unreachable():
     # Nothing listens on port 1: a real server with a real dead database.
-    with gunicorn_serving("postgres://postgres@127.0.0.1:1/nothing", workers=1) as url:
-        with pytest.raises(urllib.error.HTTPError) as caught:
-            urllib.request.urlopen(f"{url}/health", timeout=10)
+    dead_database = "postgres://postgres@127.0.0.1:1/nothing"
+    with (
+        gunicorn_serving(dead_database, workers=1) as url,
+        pytest.raises(urllib.error.HTTPError) as caught,
+    ):
+        urllib.request.urlopen(f"{url}/health", timeout=10)
     assert caught.value.code == 503
     assert json.loads(caught.value.read()) == {
         "ok": False,
