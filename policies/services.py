@@ -171,7 +171,10 @@ def _replay_or_conflict(
     tip_id: str,
     reward: float,
     decision_id: uuid.UUID | None,
+    policy: Policy | None,
 ) -> RewardResult | None:
+    """None if ``event_id`` is new; the earlier result if this is the same event
+    again; Conflict if the id was used for something else."""
     previous = Reward.objects.select_related("policy").filter(event_id=event_id).first()
     if previous is None:
         return None
@@ -180,6 +183,7 @@ def _replay_or_conflict(
         and previous.tip_id == tip_id
         and previous.reward == reward
         and (decision_id is None or previous.decision_id in (None, decision_id))
+        and (policy is None or previous.policy_id == policy.id)
     )
     if not same:
         raise Conflict(
@@ -220,16 +224,16 @@ def reward_apply(
     and ``policy`` (default: the active one) learns. A repeated ``event_id``
     changes nothing.
     """
-    if event_id is not None:
-        replay = _replay_or_conflict(
-            event_id=event_id,
-            user_id=user_id,
-            tip_id=tip_id,
-            reward=reward,
-            decision_id=decision_id,
-        )
-        if replay is not None:
-            return replay
+    identity = dict(
+        event_id=event_id,
+        user_id=user_id,
+        tip_id=tip_id,
+        reward=reward,
+        decision_id=decision_id,
+        policy=policy,
+    )
+    if event_id is not None and (replay := _replay_or_conflict(**identity)):
+        return replay
     decision = None
     if decision_id is not None:
         decision, vector = _decision_vector(
@@ -274,16 +278,7 @@ def reward_apply(
             )
     except IntegrityError:
         # The same event_id arrived concurrently for another user or policy.
-        if event_id is None:
-            raise
-        replay = _replay_or_conflict(
-            event_id=event_id,
-            user_id=user_id,
-            tip_id=tip_id,
-            reward=reward,
-            decision_id=decision_id,
-        )
-        if replay is None:
+        if event_id is None or not (replay := _replay_or_conflict(**identity)):
             raise
         return replay
     return RewardResult(

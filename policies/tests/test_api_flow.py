@@ -322,3 +322,16 @@ def test_service_token_creates_once_and_prints_the_token_last(capsys):
 
     assert first == second
     assert len(first) == 40 and all(c in "0123456789abcdef" for c in first)
+
+
+@pytest.mark.django_db
+def test_an_event_id_replayed_to_another_policy_is_a_conflict(api):
+    reward(api, url="/reward/egreedy", tip_id="t", reward=1.0, event_id="e-5")
+    response = api.post(
+        "/reward/egreedy/v2",
+        {"user_id": "u1", "tip_id": "t", "reward": 1.0, "event_id": "e-5"},
+        format="json",
+    )
+    assert response.status_code == 409
+    assert response.json()["field"] == "event_id"
+    assert not BanditState.objects.filter(policy__name="egreedy-v2").exists()
