@@ -7,7 +7,8 @@ service.
 
 from __future__ import annotations
 
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -99,3 +100,12 @@ def exception_handler(exc, context):
         code = codes if isinstance(codes, str) else "error"
         response.data = error_body(code, str(exc.detail))
     return response
+
+
+def page_not_found(request, exception):
+    """JSON for API callers; the admin keeps Django's own page."""
+    if request.path.startswith("/admin/"):
+        return defaults.page_not_found(request, exception)
+    return JsonResponse(
+        error_body("not_found", f"No route {request.path}."), status=404
+    )

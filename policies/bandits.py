@@ -139,6 +139,17 @@ class Choice:
     bonuses: np.ndarray | None  # LinUCB confidence bonus per candidate, else None
 
 
+def first_max(values: np.ndarray) -> int:
+    """Index of the first maximum, counting values within rounding of it as tied.
+
+    Candidates that tie exactly in real arithmetic can differ in the last bit
+    after a solve; the first in request order must still win (SPEC section 4).
+    """
+    top = values.max()
+    tolerance = 1e-12 * max(1.0, abs(top))
+    return int(np.flatnonzero(values >= top - tolerance)[0])
+
+
 def linucb_choose(
     a: np.ndarray, b: np.ndarray, x: np.ndarray, *, alpha: float = 1.0
 ) -> Choice:
@@ -149,7 +160,7 @@ def linucb_choose(
     variances = np.einsum("ij,ji->i", x, solved[:, 1:])
     bonuses = alpha * np.sqrt(np.maximum(variances, 0.0))
     ucb = estimates + bonuses
-    index = int(np.argmax(ucb))  # argmax returns the first maximum
+    index = first_max(ucb)
     return Choice(index, float(ucb[index]), 1.0, False, estimates, bonuses)
 
 
@@ -164,7 +175,7 @@ def egreedy_choose(
     """With probability epsilon a uniform pick (exploring), else argmax theta.x."""
     n = x.shape[0]
     estimates = x @ theta(a, b)
-    greedy = int(np.argmax(estimates))
+    greedy = first_max(estimates)
     exploring = bool(rng.random() < epsilon)
     index = int(rng.integers(n)) if exploring else greedy
     propensity = epsilon / n + (1.0 - epsilon if index == greedy else 0.0)

@@ -159,6 +159,9 @@ class Reward(CreatedModel):
         related_name="rewards",
     )
     event_id = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    fingerprint = models.CharField(
+        max_length=64, help_text="Digest of the request: a replay must match it."
+    )
     features = models.JSONField(help_text="The vector the update used.")
 
     class Meta:

@@ -31,7 +31,10 @@ class FiniteFloatField(serializers.Field):
     def to_internal_value(self, data):
         if isinstance(data, bool) or not isinstance(data, (int, float)):
             self.fail("invalid")
-        value = float(data)
+        try:
+            value = float(data)
+        except OverflowError:  # an integer literal hundreds of digits long
+            self.fail("invalid")
         if not math.isfinite(value):
             self.fail("invalid")
         if self.min_value is not None and value < self.min_value:
@@ -82,6 +85,20 @@ class IdField(serializers.CharField):
     def __init__(self, **kwargs):
         kwargs.setdefault("max_length", 200)
         super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, (str, int)):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictUUIDField(serializers.UUIDField):
+    """A UUID given as text; DRF alone would also take a JSON integer."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid", value=data)
+        return super().to_internal_value(data)
 
 
 class CandidateFeaturesSerializer(serializers.Serializer):
@@ -166,7 +183,7 @@ class RewardInputSerializer(serializers.Serializer):
     features = CandidateFeaturesSerializer(required=False, allow_null=True)
     day_of_week = day_field(required=False, default=0)
     profile_features = ProfileFeaturesSerializer(required=False, allow_null=True)
-    decision_id = serializers.UUIDField(required=False, allow_null=True)
+    decision_id = StrictUUIDField(required=False, allow_null=True)
     event_id = IdField(required=False, allow_null=True)
 
     def validate(self, attrs):

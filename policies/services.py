@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
@@ -164,40 +166,33 @@ def _state_lock(*, policy: Policy, user_id: str) -> BanditState:
     return state
 
 
-def _replay_or_conflict(
-    *,
-    event_id: str,
-    user_id: str,
-    tip_id: str,
-    reward: float,
-    decision_id: uuid.UUID | None,
-    policy: Policy | None,
-) -> RewardResult | None:
-    """None if ``event_id`` is new; the earlier result if this is the same event
-    again; Conflict if the id was used for something else."""
+def _fingerprint(**request: Any) -> str:
+    """A digest of everything a reward request says, to tell a replay from a reuse."""
+    canonical = json.dumps(request, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replay_or_conflict(*, event_id: str, fingerprint: str) -> RewardResult | None:
+    """None if ``event_id`` is new; the earlier answer if this is the same request
+    again; Conflict if the id was used for a different one."""
     previous = Reward.objects.select_related("policy").filter(event_id=event_id).first()
     if previous is None:
         return None
-    same = (
-        previous.user_id == user_id
-        and previous.tip_id == tip_id
-        and previous.reward == reward
-        and (decision_id is None or previous.decision_id in (None, decision_id))
-        and (policy is None or previous.policy_id == policy.id)
-    )
-    if not same:
+    if previous.fingerprint != fingerprint:
         raise Conflict(
             f"Event {event_id!r} was already applied with other content.",
             field="event_id",
         )
-    state = BanditState.objects.filter(policy=previous.policy, user_id=user_id).first()
+    state = BanditState.objects.filter(
+        policy=previous.policy, user_id=previous.user_id
+    ).first()
     return RewardResult(
         applied=False,
         replayed=True,
         policy=previous.policy.name,
-        user_id=user_id,
-        tip_id=tip_id,
-        reward=reward,
+        user_id=previous.user_id,
+        tip_id=previous.tip_id,
+        reward=previous.reward,
         decision_id=previous.decision_id,
         event_id=event_id,
         reward_count=state.reward_count if state else 0,
@@ -224,15 +219,19 @@ def reward_apply(
     and ``policy`` (default: the active one) learns. A repeated ``event_id``
     changes nothing.
     """
-    identity = dict(
-        event_id=event_id,
+    fingerprint = _fingerprint(
         user_id=user_id,
         tip_id=tip_id,
         reward=reward,
+        features=features,
+        day_of_week=day_of_week,
+        profile=profile,
         decision_id=decision_id,
-        policy=policy,
+        policy=policy and policy.name,
     )
-    if event_id is not None and (replay := _replay_or_conflict(**identity)):
+    if event_id is not None and (
+        replay := _replay_or_conflict(event_id=event_id, fingerprint=fingerprint)
+    ):
         return replay
     decision = None
     if decision_id is not None:
@@ -261,6 +260,7 @@ def reward_apply(
                 reward=reward,
                 decision=decision,
                 event_id=event_id,
+                fingerprint=fingerprint,
                 features=x.tolist(),
             )
             state.a_bytes = array_to_bytes(a)
@@ -278,7 +278,9 @@ def reward_apply(
             )
     except IntegrityError:
         # The same event_id arrived concurrently for another user or policy.
-        if event_id is None or not (replay := _replay_or_conflict(**identity)):
+        if event_id is None or not (
+            replay := _replay_or_conflict(event_id=event_id, fingerprint=fingerprint)
+        ):
             raise
         return replay
     return RewardResult(

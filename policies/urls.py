@@ -7,10 +7,10 @@ V1, V2, LINUCB = "egreedy-v1", "egreedy-v2", "linucb-v1"
 urlpatterns = [
     path("score", ScoreApi.as_view(), name="score"),
     path("reward", RewardApi.as_view(), name="reward"),
-    path("policies/<slug:name>/score", ScoreApi.as_view(), name="policy-score"),
-    path("policies/<slug:name>/reward", RewardApi.as_view(), name="policy-reward"),
+    path("policies/<str:name>/score", ScoreApi.as_view(), name="policy-score"),
+    path("policies/<str:name>/reward", RewardApi.as_view(), name="policy-reward"),
     path(
-        "policies/<slug:name>/stats/<str:user_id>",
+        "policies/<str:name>/stats/<str:user_id>",
         StatsApi.as_view(),
         name="policy-stats",
     ),

@@ -288,8 +288,16 @@ def test_reset_clears_every_policy_state_and_history_but_keeps_the_reward_log(
     assert Decision.objects.filter(user_id="someone-else").count() == 2
     assert Reward.objects.filter(user_id="u1").count() == 2
     assert api.get("/features/u1").status_code == 404
-    # The event id still counts: replaying it after the reset trains nothing.
-    assert reward(api, tip_id="water-plants", reward=1.0, event_id="e-9")["replayed"]
+    # The event id still counts: replaying it after the reset, though its decision
+    # is gone, trains nothing.
+    replay = reward(
+        api,
+        tip_id="water-plants",
+        reward=1.0,
+        decision_id=decision_id,
+        event_id="e-9",
+    )
+    assert replay["replayed"] and not BanditState.objects.filter(user_id="u1").exists()
     assert staff_api.post("/reset/u1").status_code == 404
 
 
