@@ -7,15 +7,21 @@ input wherever a number is expected, so ``"nan"`` or ``1e999`` never reach the m
 from __future__ import annotations
 
 import math
+from typing import Any, ClassVar
 
 from django.conf import settings
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.exceptions import ErrorDetail
 
 from policies import bandits
 
 MAX_REWARD = 1e6
 
 
+@extend_schema_field(OpenApiTypes.NUMBER)
 class FiniteFloatField(serializers.Field):
     default_error_messages = {
         "invalid": "A finite JSON number is required.",
@@ -47,6 +53,7 @@ class FiniteFloatField(serializers.Field):
         return value
 
 
+@extend_schema_field(OpenApiTypes.INT)
 class StrictIntegerField(FiniteFloatField):
     default_error_messages = {"invalid": "A whole JSON number is required."}
 
@@ -57,6 +64,7 @@ class StrictIntegerField(FiniteFloatField):
         return int(value)
 
 
+@extend_schema_field(OpenApiTypes.BOOL)
 class StrictBooleanField(serializers.Field):
     default_error_messages = {"invalid": "true or false is required."}
 
@@ -101,58 +109,92 @@ class StrictUUIDField(serializers.UUIDField):
         return super().to_internal_value(data)
 
 
-class CandidateFeaturesSerializer(serializers.Serializer):
-    hour_of_day = hour_field(required=False)
-    is_overdue = StrictBooleanField(required=False)
-    task_age_days = FiniteFloatField(min_value=0, required=False)
-    priority = StrictIntegerField(min_value=1, max_value=4, required=False)
+class RecordField(serializers.Field):
+    """A flat JSON object checked against a table of fields, in one pass.
+
+    It does what a nested Serializer does for a flat record, without deep-copying
+    every field on every request: that copy was the largest single cost of
+    /score (docs/performance.md). Missing optional keys take ``defaults``.
+    """
+
+    items: ClassVar[dict[str, serializers.Field]] = {}
+    required_items: ClassVar[frozenset[str]] = frozenset()
+    defaults: ClassVar[dict[str, Any]] = {}
+    default_error_messages = {"invalid": "A JSON object is required."}
 
     def to_internal_value(self, data):
-        if data is None:
-            data = {}
-        values = super().to_internal_value(data)
-        return {**bandits.CANDIDATE_DEFAULTS, **values}
+        if not isinstance(data, dict):
+            self.fail("invalid")
+        values = dict(self.defaults)
+        errors = {}
+        for name, field in self.items.items():
+            if name in data:
+                try:
+                    values[name] = field.run_validation(data[name])
+                except serializers.ValidationError as error:
+                    errors[name] = error.detail
+            elif name in self.required_items:
+                errors[name] = [ErrorDetail("This field is required.", code="required")]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return values
+
+    def to_representation(self, value):
+        return value
 
 
-class CandidateSerializer(serializers.Serializer):
-    id = IdField()
-    content = serializers.CharField(required=False, allow_blank=True, default="")
-    source = serializers.CharField(required=False, allow_blank=True, default="")
-    source_id = serializers.CharField(
-        required=False, allow_blank=True, allow_null=True, default=None
-    )
-    features = CandidateFeaturesSerializer(required=False, allow_null=True)
+class CandidateFeaturesField(RecordField):
+    items = {
+        "hour_of_day": hour_field(),
+        "is_overdue": StrictBooleanField(),
+        "task_age_days": FiniteFloatField(min_value=0),
+        "priority": StrictIntegerField(min_value=1, max_value=4),
+    }
+    defaults = bandits.CANDIDATE_DEFAULTS
+
+
+class CandidateField(RecordField):
+    items = {
+        "id": IdField(),
+        "content": serializers.CharField(allow_blank=True),
+        "source": serializers.CharField(allow_blank=True),
+        "source_id": serializers.CharField(allow_blank=True, allow_null=True),
+        "features": CandidateFeaturesField(allow_null=True),
+    }
+    required_items = frozenset({"id"})
+    defaults = {"content": "", "source": "", "source_id": None, "features": None}
 
     def to_internal_value(self, data):
         values = super().to_internal_value(data)
-        if values.get("features") is None:
+        if values["features"] is None:
             values["features"] = dict(bandits.CANDIDATE_DEFAULTS)
         return values
 
 
-class ContextSerializer(serializers.Serializer):
-    hour_of_day = hour_field(required=False, default=12)
-    day_of_week = day_field(required=False, default=0)
+class ContextField(RecordField):
+    items = {"hour_of_day": hour_field(), "day_of_week": day_field()}
+    defaults = bandits.CONTEXT_DEFAULTS
 
 
-class ProfileFeaturesSerializer(serializers.Serializer):
-    completion_rate_30d = FiniteFloatField(min_value=0, max_value=1, allow_null=True)
-    dismiss_rate_30d = FiniteFloatField(min_value=0, max_value=1, allow_null=True)
-    mean_dwell_ms_30d = FiniteFloatField(min_value=0, allow_null=True)
-    preferred_hour = hour_field(allow_null=True)
-    tip_volume_30d = StrictIntegerField(min_value=0, allow_null=True)
+class ProfileFeaturesField(RecordField):
+    """The five profile features; each may be null, unknown names are ignored."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        for field in self.fields.values():
-            field.required = False
+    items = {
+        "completion_rate_30d": FiniteFloatField(
+            min_value=0, max_value=1, allow_null=True
+        ),
+        "dismiss_rate_30d": FiniteFloatField(min_value=0, max_value=1, allow_null=True),
+        "mean_dwell_ms_30d": FiniteFloatField(min_value=0, allow_null=True),
+        "preferred_hour": hour_field(allow_null=True),
+        "tip_volume_30d": StrictIntegerField(min_value=0, allow_null=True),
+    }
 
 
 class ScoreInputSerializer(serializers.Serializer):
     user_id = IdField(max_length=128)
-    candidates = CandidateSerializer(many=True, allow_empty=False)
-    context = ContextSerializer(required=False)
-    profile_features = ProfileFeaturesSerializer(required=False, allow_null=True)
+    candidates = serializers.ListField(child=CandidateField(), allow_empty=False)
+    context = ContextField(required=False)
+    profile_features = ProfileFeaturesField(required=False, allow_null=True)
 
     def validate_candidates(self, candidates):
         limit = settings.MAX_CANDIDATES
@@ -180,9 +222,9 @@ class RewardInputSerializer(serializers.Serializer):
     user_id = IdField(max_length=128)
     tip_id = IdField()
     reward = FiniteFloatField(min_value=-MAX_REWARD, max_value=MAX_REWARD)
-    features = CandidateFeaturesSerializer(required=False, allow_null=True)
+    features = CandidateFeaturesField(required=False, allow_null=True)
     day_of_week = day_field(required=False, default=0)
-    profile_features = ProfileFeaturesSerializer(required=False, allow_null=True)
+    profile_features = ProfileFeaturesField(required=False, allow_null=True)
     decision_id = StrictUUIDField(required=False, allow_null=True)
     event_id = IdField(required=False, allow_null=True)
 
@@ -225,3 +267,23 @@ class StatsOutputSerializer(serializers.Serializer):
     theta = serializers.ListField(child=serializers.FloatField())
     feature_labels = serializers.ListField(child=serializers.CharField())
     last_updated = serializers.DateTimeField(allow_null=True)
+
+
+class RecordFieldSchema(OpenApiSerializerFieldExtension):
+    """Document a RecordField as the object its table of fields describes."""
+
+    target_class = RecordField
+    match_subclasses = True
+
+    def map_serializer_field(self, auto_schema, direction):
+        record = self.target
+        schema = {
+            "type": "object",
+            "properties": {
+                name: auto_schema._map_serializer_field(field, direction)
+                for name, field in record.items.items()
+            },
+        }
+        if record.required_items:
+            schema["required"] = sorted(record.required_items)
+        return schema
