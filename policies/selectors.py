@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 from django.conf import settings
-from django.db.models import Count, F, FilteredRelation, Q
+from django.db.models import Count, Q
 
+from oo_ml.db import fetch_all, fetch_one
 from oo_ml.errors import NotFound
 from policies import bandits
 from policies.models import BanditState, Decision, Policy, Role, array_from_bytes
@@ -21,11 +23,44 @@ def policy_get(*, name: str) -> Policy:
         raise NotFound(f"No policy named {name!r}.", field="policy") from None
 
 
+_POLICY = Policy._meta.db_table
+_STATE = BanditState._meta.db_table
+_POLICY_COLUMNS = "p.id, p.name, p.algorithm, p.dimension, p.params, p.role, p.enabled"
+# The hot-path reads below are plain SQL: see oo_ml/db.py for why.
+_ACTIVE_SQL = f"SELECT {_POLICY_COLUMNS} FROM {_POLICY} p WHERE p.role = %s"
+_SCORING_SQL = f"""
+    SELECT {_POLICY_COLUMNS}, s.a_bytes, s.b_bytes
+    FROM {_POLICY} p
+    LEFT JOIN {_STATE} s ON s.policy_id = p.id AND s.user_id = %s
+    WHERE {{which}}
+    ORDER BY p.role = %s DESC, p.name
+"""
+_SCORING_ACTIVE_AND_SHADOWS_SQL = _SCORING_SQL.format(
+    which="p.role = %s OR (p.role = %s AND p.enabled)"
+)
+_SCORING_NAMED_SQL = _SCORING_SQL.format(which="p.name = %s")
+
+
+def _policy_from_row(row: tuple) -> Policy:
+    policy_id, name, algorithm, dimension, params, role, enabled = row
+    if isinstance(params, str):
+        params = json.loads(params)
+    return Policy(
+        id=policy_id,
+        name=name,
+        algorithm=algorithm,
+        dimension=dimension,
+        params=params,
+        role=role,
+        enabled=bool(enabled),
+    )
+
+
 def policy_get_active() -> Policy:
-    try:
-        return Policy.objects.get(role=Role.ACTIVE)
-    except Policy.DoesNotExist:
-        raise NotFound("No policy is active.", field="policy") from None
+    row = fetch_one(_ACTIVE_SQL, [Role.ACTIVE])
+    if row is None:
+        raise NotFound("No policy is active.", field="policy")
+    return _policy_from_row(row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,28 +79,27 @@ def scoring_states(
     on. One query loads the policies and the user's states together.
     """
     if policy_name is None:
-        which = Q(role=Role.ACTIVE) | Q(role=Role.SHADOW, enabled=True)
+        rows = fetch_all(
+            _SCORING_ACTIVE_AND_SHADOWS_SQL,
+            [user_id, Role.ACTIVE, Role.SHADOW, Role.ACTIVE],
+        )
     else:
-        which = Q(name=policy_name)
-    policies = Policy.objects.filter(which).annotate(
-        state=FilteredRelation("states", condition=Q(states__user_id=user_id)),
-        a_bytes=F("state__a_bytes"),
-        b_bytes=F("state__b_bytes"),
-    )
+        rows = fetch_all(_SCORING_NAMED_SQL, [user_id, policy_name, Role.ACTIVE])
     loaded = []
-    for policy in policies:
+    for row in rows:
+        policy = _policy_from_row(row[:7])
+        a_bytes, b_bytes = row[7:]
         d = policy.dimension
-        if policy.a_bytes is None:
+        if a_bytes is None:
             a, b = bandits.initial_state(d)
         else:
-            a = array_from_bytes(policy.a_bytes, (d, d))
-            b = array_from_bytes(policy.b_bytes, (d,))
+            a = array_from_bytes(a_bytes, (d, d))
+            b = array_from_bytes(b_bytes, (d,))
         loaded.append(LoadedState(policy, a, b))
     if not loaded:
         if policy_name is None:
             raise NotFound("No policy is active.", field="policy")
         raise NotFound(f"No policy named {policy_name!r}.", field="policy")
-    loaded.sort(key=lambda item: (item.policy.role != Role.ACTIVE, item.policy.name))
     return loaded
 
 

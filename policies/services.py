@@ -11,12 +11,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 
+from oo_ml.db import fetch_one, for_update, rows_insert
 from oo_ml.errors import Conflict, InvalidInput, NotFound
 from oo_ml.models import uuid7
 from policies import bandits
-from policies.models import BanditState, Decision, Policy, Reward, array_to_bytes
+from policies.models import (
+    BanditState,
+    Decision,
+    Policy,
+    Reward,
+    array_from_bytes,
+    array_to_bytes,
+)
 from policies.selectors import LoadedState, policy_get_active, scoring_states
 
 logger = logging.getLogger(__name__)
@@ -99,7 +108,7 @@ def decision_make(
             decisions.append(_decision_build(loaded=shadow, **common))
         except Exception:
             logger.exception("shadow %s failed to score; skipped", shadow.policy.name)
-    Decision.objects.bulk_create(decisions)
+    rows_insert(decisions)
     return decisions[0]
 
 
@@ -142,28 +151,53 @@ def _decision_vector(
     return decision, decision.features[index]
 
 
-def _state_lock(*, policy: Policy, user_id: str) -> BanditState:
-    """This user's state row under ``policy``, created if new, locked until commit."""
-    locked = BanditState.objects.select_for_update().filter(
-        policy=policy, user_id=user_id
-    )
-    state = locked.first()
-    if state is None:
+_STATE = BanditState._meta.db_table
+# The reward hot path is plain SQL: see oo_ml/db.py for why.
+_STATE_LOCK_SQL = f"""
+    SELECT id, a_bytes, b_bytes, reward_count, cumulative_reward
+    FROM {_STATE} WHERE policy_id = %s AND user_id = %s
+"""
+_STATE_UPDATE_SQL = f"""
+    UPDATE {_STATE}
+    SET a_bytes = %s, b_bytes = %s, reward_count = reward_count + 1,
+        cumulative_reward = cumulative_reward + %s, updated_at = %s
+    WHERE id = %s
+"""
+
+
+@dataclass(slots=True)
+class _LockedState:
+    id: int
+    a: np.ndarray
+    b: np.ndarray
+    reward_count: int
+    cumulative_reward: float
+
+
+def _state_lock(*, policy: Policy, user_id: str) -> _LockedState:
+    """This user's state under ``policy``, created if new, locked until commit."""
+    sql = _STATE_LOCK_SQL + for_update()
+    row = fetch_one(sql, [policy.id, user_id])
+    if row is None:
         a, b = bandits.initial_state(policy.dimension)
-        BanditState.objects.bulk_create(
-            [
-                BanditState(
-                    policy=policy,
-                    user_id=user_id,
-                    a_bytes=array_to_bytes(a),
-                    b_bytes=array_to_bytes(b),
-                )
-            ],
-            ignore_conflicts=True,
+        new = BanditState(
+            policy=policy,
+            user_id=user_id,
+            a_bytes=array_to_bytes(a),
+            b_bytes=array_to_bytes(b),
         )
-        state = locked.get()
-    state.policy = policy
-    return state
+        # A concurrent first reward may create it first: then we wait for its lock.
+        BanditState.objects.bulk_create([new], ignore_conflicts=True)
+        row = fetch_one(sql, [policy.id, user_id])
+    state_id, a_bytes, b_bytes, reward_count, cumulative = row
+    d = policy.dimension
+    return _LockedState(
+        state_id,
+        array_from_bytes(a_bytes, (d, d)),
+        array_from_bytes(b_bytes, (d,)),
+        reward_count,
+        cumulative,
+    )
 
 
 def _fingerprint(**request: Any) -> str:
@@ -253,29 +287,31 @@ def reward_apply(
         with transaction.atomic():
             state = _state_lock(policy=policy, user_id=user_id)
             a, b = bandits.update(state.a, state.b, x, reward)
-            Reward.objects.create(
-                policy=policy,
-                user_id=user_id,
-                tip_id=tip_id,
-                reward=reward,
-                decision=decision,
-                event_id=event_id,
-                fingerprint=fingerprint,
-                features=x.tolist(),
-            )
-            state.a_bytes = array_to_bytes(a)
-            state.b_bytes = array_to_bytes(b)
-            state.reward_count += 1
-            state.cumulative_reward += reward
-            state.save(
-                update_fields=[
-                    "a_bytes",
-                    "b_bytes",
-                    "reward_count",
-                    "cumulative_reward",
-                    "updated_at",
+            rows_insert(
+                [
+                    Reward(
+                        policy=policy,
+                        user_id=user_id,
+                        tip_id=tip_id,
+                        reward=reward,
+                        decision=decision,
+                        event_id=event_id,
+                        fingerprint=fingerprint,
+                        features=x.tolist(),
+                    )
                 ]
             )
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    _STATE_UPDATE_SQL,
+                    [
+                        array_to_bytes(a),
+                        array_to_bytes(b),
+                        reward,
+                        timezone.now(),
+                        state.id,
+                    ],
+                )
     except IntegrityError:
         # The same event_id arrived concurrently for another user or policy.
         if event_id is None or not (
@@ -292,8 +328,8 @@ def reward_apply(
         reward=reward,
         decision_id=decision_id,
         event_id=event_id,
-        reward_count=state.reward_count,
-        cumulative_reward=state.cumulative_reward,
+        reward_count=state.reward_count + 1,
+        cumulative_reward=state.cumulative_reward + reward,
     )
 
 
