@@ -24,9 +24,8 @@ def rows_insert(objs: Sequence[models.Model]) -> None:
     quote = connection.ops.quote_name
     columns = ", ".join(quote(f.column) for f in fields)
     row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    sql = (
-        f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES "
-        + ", ".join([row] * len(objs))
+    sql = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES " + ", ".join(
+        [row] * len(objs)
     )
     params = [
         f.get_db_prep_save(f.pre_save(obj, add=True), connection)

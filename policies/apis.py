@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
@@ -29,6 +31,22 @@ ERROR = inline_serializer(
 ERRORS = {code: OpenApiResponse(ERROR) for code in (400, 401, 403, 404, 409, 413)}
 
 
+def decision_answer(decision) -> dict:
+    """/score's answer, in DecisionOutputSerializer's shape (which documents it).
+
+    Built by hand: on the hottest route a serializer's per-request field copies
+    cost more than the answer is worth (docs/performance.md).
+    """
+    return {
+        "tip_id": decision.tip_id,
+        "score": decision.score,
+        "policy": decision.policy.name,
+        "decision_id": str(decision.id),
+        "propensity": decision.propensity,
+        "exploring": decision.exploring,
+    }
+
+
 class ScoreApi(APIView):
     """Pick one candidate. Named routes ask one policy; /score asks the active one."""
 
@@ -50,7 +68,7 @@ class ScoreApi(APIView):
             rng=np.random.default_rng(),
             policy_name=name or self.policy_name,
         )
-        return Response(DecisionOutputSerializer(decision).data)
+        return Response(decision_answer(decision))
 
 
 class RewardApi(APIView):
@@ -77,7 +95,7 @@ class RewardApi(APIView):
             event_id=data.get("event_id"),
             policy=selectors.policy_get(name=name) if name else None,
         )
-        return Response(RewardOutputSerializer(result).data)
+        return Response(dataclasses.asdict(result))
 
 
 class StatsApi(APIView):

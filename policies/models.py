@@ -110,8 +110,10 @@ class Decision(CreatedModel):
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     request_id = models.UUIDField(db_index=True)
+    # No index of its own: the log is read per user, and every index is paid for
+    # on every insert.
     policy = models.ForeignKey(
-        Policy, on_delete=models.PROTECT, related_name="decisions"
+        Policy, on_delete=models.PROTECT, related_name="decisions", db_index=False
     )
     role = models.CharField(max_length=16, choices=Role.choices)
     user_id = models.CharField(max_length=128)
@@ -147,7 +149,9 @@ class Decision(CreatedModel):
 class Reward(CreatedModel):
     """One reward applied to one policy's state for one user: append-only."""
 
-    policy = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="rewards")
+    policy = models.ForeignKey(
+        Policy, on_delete=models.PROTECT, related_name="rewards", db_index=False
+    )
     user_id = models.CharField(max_length=128)
     tip_id = models.CharField(max_length=200)
     reward = models.FloatField()

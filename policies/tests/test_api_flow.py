@@ -343,3 +343,13 @@ def test_an_event_id_replayed_to_another_policy_is_a_conflict(api):
     assert response.status_code == 409
     assert response.json()["field"] == "event_id"
     assert not BanditState.objects.filter(policy__name="egreedy-v2").exists()
+
+
+@pytest.mark.django_db
+def test_answers_match_the_serializers_that_document_them(api):
+    from policies.serializers import DecisionOutputSerializer, RewardOutputSerializer
+
+    assert set(score(api)) == set(DecisionOutputSerializer().fields)
+    assert set(reward(api, tip_id="t", reward=1.0)) == set(
+        RewardOutputSerializer().fields
+    )
