@@ -71,7 +71,10 @@ DATABASES = {
     "default": dj_database_url.parse(
         env("DATABASE_URL", f"sqlite:///{VAR_DIR / 'oo_ml.sqlite3'}"),
         conn_max_age=env("DATABASE_CONN_MAX_AGE", 600),
-        conn_health_checks=True,
+        # Off by default: the check is a SELECT 1 before every request (5% of
+        # /score's cost). Without it, a worker whose connection broke (say, the
+        # database restarted) fails one request, then reconnects.
+        conn_health_checks=env("DATABASE_CONN_HEALTH_CHECKS", False),
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":

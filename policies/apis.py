@@ -14,10 +14,11 @@ from rest_framework.views import APIView
 from policies import selectors, services
 from policies.serializers import (
     DecisionOutputSerializer,
-    RewardInputSerializer,
+    RewardInput,
     RewardOutputSerializer,
-    ScoreInputSerializer,
+    ScoreInput,
     StatsOutputSerializer,
+    record_serializer,
 )
 
 ERROR = inline_serializer(
@@ -28,6 +29,9 @@ ERROR = inline_serializer(
         "field": serializers.CharField(allow_null=True),
     },
 )
+SCORE_INPUT = ScoreInput()
+REWARD_INPUT = RewardInput()
+
 ERRORS = {code: OpenApiResponse(ERROR) for code in (400, 401, 403, 404, 409, 413)}
 
 
@@ -53,13 +57,11 @@ class ScoreApi(APIView):
     policy_name: str | None = None
 
     @extend_schema(
-        request=ScoreInputSerializer,
+        request=record_serializer("ScoreInput", ScoreInput),
         responses={200: DecisionOutputSerializer, **ERRORS},
     )
     def post(self, request, name: str | None = None):
-        serializer = ScoreInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = SCORE_INPUT.run_validation(request.data)
         decision = services.decision_make(
             user_id=data["user_id"],
             candidates=data["candidates"],
@@ -77,12 +79,11 @@ class RewardApi(APIView):
     policy_name: str | None = None
 
     @extend_schema(
-        request=RewardInputSerializer, responses={200: RewardOutputSerializer, **ERRORS}
+        request=record_serializer("RewardInput", RewardInput),
+        responses={200: RewardOutputSerializer, **ERRORS},
     )
     def post(self, request, name: str | None = None):
-        serializer = RewardInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = REWARD_INPUT.run_validation(request.data)
         name = name or self.policy_name
         result = services.reward_apply(
             user_id=data["user_id"],
@@ -91,8 +92,8 @@ class RewardApi(APIView):
             features=data["features"],
             day_of_week=data["day_of_week"],
             profile=data["profile_features"],
-            decision_id=data.get("decision_id"),
-            event_id=data.get("event_id"),
+            decision_id=data["decision_id"],
+            event_id=data["event_id"],
             policy=selectors.policy_get(name=name) if name else None,
         )
         return Response(dataclasses.asdict(result))

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from django.conf import settings
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 
@@ -190,48 +190,85 @@ class ProfileFeaturesField(RecordField):
     }
 
 
-class ScoreInputSerializer(serializers.Serializer):
-    user_id = IdField(max_length=128)
-    candidates = serializers.ListField(child=CandidateField(), allow_empty=False)
-    context = ContextField(required=False)
-    profile_features = ProfileFeaturesField(required=False, allow_null=True)
+def record_serializer(name: str, record: type[RecordField]) -> serializers.Serializer:
+    """A serializer of ``record``'s items, to document a body in OpenAPI.
 
-    def validate_candidates(self, candidates):
+    Built on a copy: DRF's serializer metaclass pops the fields it is given.
+    """
+    return inline_serializer(name, dict(record.items))
+
+
+def _invalid(field: str, message: str, *, code: str) -> serializers.ValidationError:
+    return serializers.ValidationError({field: [ErrorDetail(message, code=code)]})
+
+
+def _required(items: dict[str, serializers.Field]) -> frozenset[str]:
+    return frozenset(name for name, field in items.items() if field.required)
+
+
+class ScoreInput(RecordField):
+    """The body of /score. Its items also document it (``apis.ScoreApi``)."""
+
+    items = {
+        "user_id": IdField(max_length=128),
+        "candidates": serializers.ListField(child=CandidateField(), allow_empty=False),
+        "context": ContextField(required=False),
+        "profile_features": ProfileFeaturesField(required=False, allow_null=True),
+    }
+    required_items = _required(items)
+    defaults = {"context": bandits.CONTEXT_DEFAULTS, "profile_features": None}
+
+    def to_internal_value(self, data):
+        values = super().to_internal_value(data)
+        candidates = values["candidates"]
         limit = settings.MAX_CANDIDATES
         if len(candidates) > limit:
-            raise serializers.ValidationError(
-                f"At most {limit} candidates are allowed, not {len(candidates)}.",
+            raise _invalid(
+                "candidates",
+                f"At most {limit} are allowed, not {len(candidates)}.",
                 code="too_many",
             )
         seen = set()
         for candidate in candidates:
             if candidate["id"] in seen:
-                raise serializers.ValidationError(
-                    f"Candidate id {candidate['id']!r} appears twice.", code="duplicate"
+                raise _invalid(
+                    "candidates",
+                    f"Candidate id {candidate['id']!r} appears twice.",
+                    code="duplicate",
                 )
             seen.add(candidate["id"])
-        return candidates
-
-    def validate(self, attrs):
-        attrs["context"] = attrs.get("context") or dict(bandits.CONTEXT_DEFAULTS)
-        attrs["profile_features"] = attrs.get("profile_features") or {}
-        return attrs
+        values["context"] = dict(values["context"])
+        values["profile_features"] = values["profile_features"] or {}
+        return values
 
 
-class RewardInputSerializer(serializers.Serializer):
-    user_id = IdField(max_length=128)
-    tip_id = IdField()
-    reward = FiniteFloatField(min_value=-MAX_REWARD, max_value=MAX_REWARD)
-    features = CandidateFeaturesField(required=False, allow_null=True)
-    day_of_week = day_field(required=False, default=0)
-    profile_features = ProfileFeaturesField(required=False, allow_null=True)
-    decision_id = StrictUUIDField(required=False, allow_null=True)
-    event_id = IdField(required=False, allow_null=True)
+class RewardInput(RecordField):
+    """The body of /reward. Its items also document it (``apis.RewardApi``)."""
 
-    def validate(self, attrs):
-        attrs["features"] = attrs.get("features") or dict(bandits.CANDIDATE_DEFAULTS)
-        attrs["profile_features"] = attrs.get("profile_features") or {}
-        return attrs
+    items = {
+        "user_id": IdField(max_length=128),
+        "tip_id": IdField(),
+        "reward": FiniteFloatField(min_value=-MAX_REWARD, max_value=MAX_REWARD),
+        "features": CandidateFeaturesField(required=False, allow_null=True),
+        "day_of_week": day_field(required=False),
+        "profile_features": ProfileFeaturesField(required=False, allow_null=True),
+        "decision_id": StrictUUIDField(required=False, allow_null=True),
+        "event_id": IdField(required=False, allow_null=True),
+    }
+    required_items = _required(items)
+    defaults = {
+        "features": None,
+        "day_of_week": 0,
+        "profile_features": None,
+        "decision_id": None,
+        "event_id": None,
+    }
+
+    def to_internal_value(self, data):
+        values = super().to_internal_value(data)
+        values["features"] = values["features"] or dict(bandits.CANDIDATE_DEFAULTS)
+        values["profile_features"] = values["profile_features"] or {}
+        return values
 
 
 class DecisionOutputSerializer(serializers.Serializer):
