@@ -48,6 +48,7 @@ def fetch_all(sql: str, params: Sequence) -> list[tuple]:
         return cursor.fetchall()
 
 
-def for_update() -> str:
-    """The row-lock clause, where the database has one (SQLite locks the file)."""
-    return " FOR UPDATE" if connection.features.has_select_for_update else ""
+def for_update(of: str) -> str:
+    """The clause locking the rows of table alias ``of``, where the database has
+    row locks (SQLite locks the whole file for a write transaction instead)."""
+    return f" FOR UPDATE OF {of}" if connection.features.has_select_for_update else ""

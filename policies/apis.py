@@ -11,6 +11,7 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from oo_ml.negotiation import JsonOnlyNegotiation
 from policies import selectors, services
 from policies.serializers import (
     DecisionOutputSerializer,
@@ -35,6 +36,12 @@ REWARD_INPUT = RewardInput()
 ERRORS = {code: OpenApiResponse(ERROR) for code in (400, 401, 403, 404, 409, 413)}
 
 
+class JsonApi(APIView):
+    """The decision API's views: JSON only, so no content negotiation."""
+
+    content_negotiation_class = JsonOnlyNegotiation
+
+
 def decision_answer(decision) -> dict:
     """/score's answer, in DecisionOutputSerializer's shape (which documents it).
 
@@ -51,7 +58,7 @@ def decision_answer(decision) -> dict:
     }
 
 
-class ScoreApi(APIView):
+class ScoreApi(JsonApi):
     """Pick one candidate. Named routes ask one policy; /score asks the active one."""
 
     policy_name: str | None = None
@@ -73,7 +80,7 @@ class ScoreApi(APIView):
         return Response(decision_answer(decision))
 
 
-class RewardApi(APIView):
+class RewardApi(JsonApi):
     """Apply a reward to the decision's policy, a named policy, or the active one."""
 
     policy_name: str | None = None
@@ -94,12 +101,12 @@ class RewardApi(APIView):
             profile=data["profile_features"],
             decision_id=data["decision_id"],
             event_id=data["event_id"],
-            policy=selectors.policy_get(name=name) if name else None,
+            policy_name=name,
         )
         return Response(dataclasses.asdict(result))
 
 
-class StatsApi(APIView):
+class StatsApi(JsonApi):
     policy_name: str | None = None
 
     @extend_schema(responses={200: StatsOutputSerializer, **ERRORS})
@@ -109,7 +116,7 @@ class StatsApi(APIView):
         return Response(StatsOutputSerializer(stats).data)
 
 
-class HistoryApi(APIView):
+class HistoryApi(JsonApi):
     @extend_schema(
         responses={
             200: inline_serializer(
@@ -127,7 +134,7 @@ class HistoryApi(APIView):
         return Response({"user_id": user_id, "history": history})
 
 
-class ResetApi(APIView):
+class ResetApi(JsonApi):
     permission_classes = [IsAdminUser]
 
     @extend_schema(

@@ -25,11 +25,11 @@ def policy_get(*, name: str) -> Policy:
 
 _POLICY = Policy._meta.db_table
 _STATE = BanditState._meta.db_table
-_POLICY_COLUMNS = "p.id, p.name, p.algorithm, p.dimension, p.params, p.role, p.enabled"
+POLICY_COLUMNS = "p.id, p.name, p.algorithm, p.dimension, p.params, p.role, p.enabled"
 # The hot-path reads below are plain SQL: see oo_ml/db.py for why.
-_ACTIVE_SQL = f"SELECT {_POLICY_COLUMNS} FROM {_POLICY} p WHERE p.role = %s"
+_ACTIVE_SQL = f"SELECT {POLICY_COLUMNS} FROM {_POLICY} p WHERE p.role = %s"
 _SCORING_SQL = f"""
-    SELECT {_POLICY_COLUMNS}, s.a_bytes, s.b_bytes
+    SELECT {POLICY_COLUMNS}, s.a_bytes, s.b_bytes
     FROM {_POLICY} p
     LEFT JOIN {_STATE} s ON s.policy_id = p.id AND s.user_id = %s
     WHERE {{which}}
@@ -41,7 +41,8 @@ _SCORING_ACTIVE_AND_SHADOWS_SQL = _SCORING_SQL.format(
 _SCORING_NAMED_SQL = _SCORING_SQL.format(which="p.name = %s")
 
 
-def _policy_from_row(row: tuple) -> Policy:
+def policy_from_row(row: tuple) -> Policy:
+    """A Policy from the POLICY_COLUMNS of a plain-SQL row."""
     policy_id, name, algorithm, dimension, params, role, enabled = row
     if isinstance(params, str):
         params = json.loads(params)
@@ -60,7 +61,7 @@ def policy_get_active() -> Policy:
     row = fetch_one(_ACTIVE_SQL, [Role.ACTIVE])
     if row is None:
         raise NotFound("No policy is active.", field="policy")
-    return _policy_from_row(row)
+    return policy_from_row(row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,7 @@ def scoring_states(
         rows = fetch_all(_SCORING_NAMED_SQL, [user_id, policy_name, Role.ACTIVE])
     loaded = []
     for row in rows:
-        policy = _policy_from_row(row[:7])
+        policy = policy_from_row(row[:7])
         a_bytes, b_bytes = row[7:]
         d = policy.dimension
         if a_bytes is None:

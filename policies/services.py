@@ -23,10 +23,18 @@ from policies.models import (
     Decision,
     Policy,
     Reward,
+    Role,
     array_from_bytes,
     array_to_bytes,
 )
-from policies.selectors import LoadedState, policy_get_active, scoring_states
+from policies.selectors import (
+    POLICY_COLUMNS,
+    LoadedState,
+    policy_from_row,
+    policy_get,
+    policy_get_active,
+    scoring_states,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +135,7 @@ class RewardResult:
 
 
 def _decision_vector(
-    *, decision_id: uuid.UUID, user_id: str, tip_id: str, policy: Policy | None
+    *, decision_id: uuid.UUID, user_id: str, tip_id: str, policy_name: str | None
 ) -> tuple[Decision, list[float]]:
     """The vector logged for ``tip_id`` when ``decision_id`` was made."""
     decision = Decision.objects.select_related("policy").filter(id=decision_id).first()
@@ -137,10 +145,10 @@ def _decision_vector(
         raise InvalidInput(
             f"Decision {decision_id} was made for another user.", field="user_id"
         )
-    if policy is not None and decision.policy_id != policy.id:
+    if policy_name is not None and decision.policy.name != policy_name:
         raise InvalidInput(
             f"Decision {decision_id} was made by {decision.policy.name}, "
-            f"not {policy.name}.",
+            f"not {policy_name}.",
             field="decision_id",
         )
     index = decision.candidate_index(tip_id)
@@ -152,10 +160,14 @@ def _decision_vector(
 
 
 _STATE = BanditState._meta.db_table
-# The reward hot path is plain SQL: see oo_ml/db.py for why.
+_POLICY = Policy._meta.db_table
+# The reward hot path is plain SQL: see oo_ml/db.py for why. One statement finds
+# the policy and locks the user's state under it.
 _STATE_LOCK_SQL = f"""
-    SELECT id, a_bytes, b_bytes, reward_count, cumulative_reward
-    FROM {_STATE} WHERE policy_id = %s AND user_id = %s
+    SELECT {POLICY_COLUMNS}, s.id, s.a_bytes, s.b_bytes, s.reward_count,
+        s.cumulative_reward
+    FROM {_STATE} s JOIN {_POLICY} p ON p.id = s.policy_id
+    WHERE s.user_id = %s AND p.{{column}} = %s
 """
 _STATE_UPDATE_SQL = f"""
     UPDATE {_STATE}
@@ -167,6 +179,7 @@ _STATE_UPDATE_SQL = f"""
 
 @dataclass(slots=True)
 class _LockedState:
+    policy: Policy
     id: int
     a: np.ndarray
     b: np.ndarray
@@ -174,11 +187,18 @@ class _LockedState:
     cumulative_reward: float
 
 
-def _state_lock(*, policy: Policy, user_id: str) -> _LockedState:
-    """This user's state under ``policy``, created if new, locked until commit."""
-    sql = _STATE_LOCK_SQL + for_update()
-    row = fetch_one(sql, [policy.id, user_id])
+def _state_lock(*, user_id: str, column: str, value: Any) -> _LockedState:
+    """The user's state under the policy whose ``column`` is ``value`` (its id,
+    its name, or role "active"), created if new, row-locked until commit."""
+    sql = _STATE_LOCK_SQL.format(column=column) + for_update(of="s")
+    row = fetch_one(sql, [user_id, value])
     if row is None:
+        if column == "role":
+            policy = policy_get_active()
+        elif column == "name":
+            policy = policy_get(name=value)
+        else:
+            policy = Policy.objects.get(id=value)
         a, b = bandits.initial_state(policy.dimension)
         new = BanditState(
             policy=policy,
@@ -188,10 +208,12 @@ def _state_lock(*, policy: Policy, user_id: str) -> _LockedState:
         )
         # A concurrent first reward may create it first: then we wait for its lock.
         BanditState.objects.bulk_create([new], ignore_conflicts=True)
-        row = fetch_one(sql, [policy.id, user_id])
-    state_id, a_bytes, b_bytes, reward_count, cumulative = row
+        row = fetch_one(sql, [user_id, value])
+    policy = policy_from_row(row[:7])
+    state_id, a_bytes, b_bytes, reward_count, cumulative = row[7:]
     d = policy.dimension
     return _LockedState(
+        policy,
         state_id,
         array_from_bytes(a_bytes, (d, d)),
         array_from_bytes(b_bytes, (d,)),
@@ -244,13 +266,13 @@ def reward_apply(
     profile: Mapping[str, Any],
     decision_id: uuid.UUID | None = None,
     event_id: str | None = None,
-    policy: Policy | None = None,
+    policy_name: str | None = None,
 ) -> RewardResult:
     """Apply one reward: A += x x^T, b += r x, under a row lock on the user's state.
 
     With ``decision_id`` the vector logged at decision time is used and the
     decision's policy learns; otherwise the vector is rebuilt from ``features``
-    and ``policy`` (default: the active one) learns. A repeated ``event_id``
+    and the policy named (default: the active one) learns. A repeated ``event_id``
     changes nothing.
     """
     fingerprint = _fingerprint(
@@ -261,31 +283,38 @@ def reward_apply(
         day_of_week=day_of_week,
         profile=profile,
         decision_id=decision_id,
-        policy=policy and policy.name,
+        policy=policy_name,
     )
     if event_id is not None and (
         replay := _replay_or_conflict(event_id=event_id, fingerprint=fingerprint)
     ):
         return replay
-    decision = None
+    decision, x = None, None
     if decision_id is not None:
         decision, vector = _decision_vector(
-            decision_id=decision_id, user_id=user_id, tip_id=tip_id, policy=policy
+            decision_id=decision_id,
+            user_id=user_id,
+            tip_id=tip_id,
+            policy_name=policy_name,
         )
-        policy = decision.policy
         x = np.asarray(vector, dtype=float)
+        which = {"column": "id", "value": decision.policy_id}
+    elif policy_name is not None:
+        which = {"column": "name", "value": policy_name}
     else:
-        policy = policy or policy_get_active()
-        x = bandits.encode(
-            [features],
-            hours=[features["hour_of_day"]],
-            day_of_week=day_of_week,
-            profile=profile,
-            dimension=policy.dimension,
-        )[0]
+        which = {"column": "role", "value": Role.ACTIVE}
     try:
         with transaction.atomic():
-            state = _state_lock(policy=policy, user_id=user_id)
+            state = _state_lock(user_id=user_id, **which)
+            policy = state.policy
+            if x is None:
+                x = bandits.encode(
+                    [features],
+                    hours=[features["hour_of_day"]],
+                    day_of_week=day_of_week,
+                    profile=profile,
+                    dimension=policy.dimension,
+                )[0]
             a, b = bandits.update(state.a, state.b, x, reward)
             rows_insert(
                 [

@@ -317,8 +317,8 @@ def test_reward_costs_a_fixed_number_of_queries(api):
         reward(api, tip_id="t", reward=1.0)
     # The test's own transaction turns the service's into savepoints: not counted.
     sql = [q["sql"] for q in queries if "SAVEPOINT" not in q["sql"]]
-    # Active policy, lock the state row, insert the log, update the state.
-    assert len(sql) == 4, sql
+    # Find the active policy and lock the state row in one, insert the log, update.
+    assert len(sql) == 3, sql
 
 
 @pytest.mark.django_db
