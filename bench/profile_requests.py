@@ -1,0 +1,284 @@
+"""Where a /score or /reward spends its time, and how many queries it makes.
+
+Drives the full Django stack (middleware, DRF, serializers, services, ORM) in
+process through the test client, against the benchmark database, with the same
+bodies as bench/*.lua. For each route it prints the queries of one request, the
+mean wall time per request, and cProfile's top functions over ``--requests``
+requests. No HTTP server or network is involved, so this is the server-side cost.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/oo_ml_bench \\
+        .venv/bin/python bench/profile_requests.py --requests 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import json
+import os
+import pstats
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "oo_ml.settings")
+os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,127.0.0.1")
+
+REWARDS = (-1, 0.1, 0.6, 1.0)
+SOURCES = ("todoist", "calendar", "notion", "email")
+
+
+def features(rng: random.Random) -> dict:
+    return {
+        "hour_of_day": rng.randint(0, 23),
+        "is_overdue": rng.random() < 0.3,
+        "task_age_days": round(rng.random() * 60, 2),
+        "priority": rng.randint(1, 4),
+    }
+
+
+def score_body(rng: random.Random, users: int) -> dict:
+    ids = rng.sample(range(200), 5)
+    return {
+        "user_id": f"user-{rng.randrange(users)}",
+        "candidates": [
+            {
+                "id": f"task-{i}",
+                "content": f"Task number {i}",
+                "source": rng.choice(SOURCES),
+                "source_id": f"src-{i}",
+                "features": features(rng),
+            }
+            for i in ids
+        ],
+        "context": {
+            "hour_of_day": rng.randint(0, 23),
+            "day_of_week": rng.randint(0, 6),
+        },
+    }
+
+
+def reward_body(rng: random.Random, users: int) -> dict:
+    return {
+        "user_id": f"user-{rng.randrange(users)}",
+        "tip_id": f"task-{rng.randrange(200)}",
+        "reward": rng.choice(REWARDS),
+        "features": features(rng),
+        "day_of_week": rng.randint(0, 6),
+    }
+
+
+BODIES = {"/score": score_body, "/reward": reward_body}
+
+# Where a function's own time is charged: the first pattern its file matches.
+CATEGORIES = (
+    ("psycopg/connection.py", "waiting on PostgreSQL (round trips, commit)"),
+    ("psycopg", "psycopg (adapting, sending)"),
+    ("rest_framework/fields.py", "DRF fields (building, validating)"),
+    ("rest_framework/serializers.py", "DRF serializers"),
+    ("rest_framework", "DRF views, auth, parsing, rendering"),
+    ("django/db/models/sql", "Django ORM: compiling SQL"),
+    ("django/db", "Django ORM: models, querysets, backend"),
+    ("django/test", "test client (not in production)"),
+    ("django", "Django: request, middleware, urls"),
+    ("numpy", "numpy"),
+    ("json", "json"),
+    ("/policies/", "policies (app code)"),
+    ("/oo_ml/", "oo_ml (app code)"),
+    ("copy.py", "copy.deepcopy (DRF field cloning)"),
+)
+
+
+def category(filename: str) -> str:
+    for pattern, name in CATEGORIES:
+        if pattern in filename:
+            return name
+    return "other (stdlib)"
+
+
+def by_category(stats: pstats.Stats) -> dict[str, float]:
+    """Own time per category; a builtin's time goes to its callers' categories."""
+    totals: dict[str, float] = {}
+    for (filename, _, _), (_, _, tottime, _, callers) in stats.stats.items():
+        if filename != "~":
+            name = category(filename)
+            totals[name] = totals.get(name, 0.0) + tottime
+            continue
+        caller_time = sum(c[2] for c in callers.values()) or 1.0
+        for (cfile, _, _), c in callers.items():
+            name = "builtins" if cfile == "~" else category(cfile)
+            totals[name] = totals.get(name, 0.0) + tottime * c[2] / caller_time
+        if not callers:
+            totals["builtins"] = totals.get("builtins", 0.0) + tottime
+    return totals
+
+
+# Cumulative time of the steps of one request, by (file fragment, function).
+STEPS = (
+    ("django/test/client.py", "request", "whole request through the test client"),
+    ("django/core/handlers/base.py", "_get_response", "view (inside middleware)"),
+    ("rest_framework/views.py", "initial", "DRF auth, permissions, throttles"),
+    ("rest_framework/request.py", "_parse", "parsing the JSON body"),
+    ("rest_framework/serializers.py", "is_valid", "input serializer is_valid"),
+    ("rest_framework/serializers.py", "data", "output serializer .data"),
+    ("rest_framework/response.py", "rendered_content", "rendering the JSON answer"),
+    ("policies/selectors.py", "scoring_states", "selectors.scoring_states"),
+    ("policies/selectors.py", "policy_get_active", "selectors.policy_get_active"),
+    ("policies/services.py", "decision_make", "services.decision_make"),
+    ("policies/services.py", "_decision_build", "services._decision_build"),
+    ("policies/services.py", "reward_apply", "services.reward_apply"),
+    ("policies/services.py", "_state_lock", "services._state_lock"),
+    ("django/db/models/query.py", "bulk_create", "QuerySet.bulk_create"),
+    ("django/db/models/query.py", "create", "QuerySet.create"),
+    ("django/db/models/base.py", "save", "Model.save"),
+    ("policies/bandits.py", "encode", "bandits.encode"),
+    ("policies/bandits.py", "choose", "bandits.choose"),
+    ("policies/bandits.py", "update", "bandits.update"),
+    ("psycopg/connection.py", "wait", "psycopg wait (PostgreSQL round trips)"),
+    ("django/db/models/sql/compiler.py", "as_sql", "ORM SQL compilation"),
+)
+
+
+def steps(stats: pstats.Stats, requests: int) -> list[tuple[str, float]]:
+    found = []
+    for fragment, function, label in STEPS:
+        total = sum(
+            value[3]
+            for (filename, _, name), value in stats.stats.items()
+            if fragment in filename and name == function
+        )
+        if total:
+            found.append((label, total / requests))
+    return found
+
+
+@contextlib.contextmanager
+def statements():
+    """Every statement psycopg sends, BEGIN and COMMIT included.
+
+    Under gunicorn each request also starts with Django's CONN_HEALTH_CHECKS
+    ``SELECT 1``; the test client skips it (it disconnects close_old_connections).
+    """
+    import psycopg
+
+    sent: list[str] = []
+    execute, command = psycopg.Cursor.execute, psycopg.Connection._exec_command
+
+    def counted_execute(self, query, *args, **kwargs):
+        try:  # recorded after, so a BEGIN it sends comes first
+            return execute(self, query, *args, **kwargs)
+        finally:
+            sent.append(str(query)[:150])
+
+    def counted_command(self, cmd, *args, **kwargs):
+        sent.append(bytes(cmd).decode() if isinstance(cmd, bytes) else str(cmd))
+        return (yield from command(self, cmd, *args, **kwargs))
+
+    psycopg.Cursor.execute = counted_execute
+    psycopg.Connection._exec_command = counted_command
+    try:
+        yield sent
+    finally:
+        psycopg.Cursor.execute, psycopg.Connection._exec_command = execute, command
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--sort", default="tottime", help="pstats sort key")
+    parser.add_argument("--routes", nargs="+", default=list(BODIES))
+    parser.add_argument("--dump", type=Path, help="write <dir>/<route>.prof")
+    parser.add_argument(
+        "--no-profile", action="store_true", help="only time and count queries"
+    )
+    args = parser.parse_args()
+
+    import django
+
+    django.setup()
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    from oo_ml.auth import service_token_get_or_create
+
+    if connection.vendor != "postgresql":
+        print("warning: not PostgreSQL; set DATABASE_URL to the bench database")
+    token = service_token_get_or_create(name="bench")
+    client = Client(HTTP_AUTHORIZATION=f"Token {token}")
+    rng = random.Random(1)
+
+    def post(route: str, body: dict):
+        response = client.post(route, json.dumps(body), content_type="application/json")
+        if response.status_code != 200:
+            raise SystemExit(
+                f"{route} answered {response.status_code}: {response.content!r}"
+            )
+        return response
+
+    for route in args.routes:
+        make = BODIES[route]
+        # Warm: the token cache, connection, imports; every user gets a state row.
+        for _ in range(200):
+            post(route, make(rng, args.users))
+
+        with CaptureQueriesContext(connection) as queries, statements() as sent:
+            post(route, make(rng, args.users))
+        print(
+            f"\n=== {route}: {len(queries)} queries in one request (Django's count), "
+            f"{len(sent)} statements sent (+1 SELECT 1 under gunicorn)"
+        )
+        for sql in sent:
+            print(f"  {sql}")
+
+        bodies = [make(rng, args.users) for _ in range(args.requests)]
+        started, cpu_started = time.perf_counter(), time.process_time()
+        for body in bodies:
+            post(route, body)
+        plain = (time.perf_counter() - started) / args.requests
+        cpu = (time.process_time() - cpu_started) / args.requests
+
+        if args.no_profile:
+            print(
+                f"=== {route}: {plain * 1000:.2f} ms per request, of which "
+                f"{cpu * 1000:.2f} ms CPU in this process, {args.requests} requests"
+            )
+            continue
+        profile = cProfile.Profile()
+        started = time.perf_counter()
+        profile.enable()
+        for body in bodies:
+            post(route, body)
+        profile.disable()
+        profiled = (time.perf_counter() - started) / args.requests
+        print(
+            f"=== {route}: {plain * 1000:.2f} ms per request, of which "
+            f"{cpu * 1000:.2f} ms CPU in this process "
+            f"({profiled * 1000:.2f} ms under cProfile), {args.requests} requests"
+        )
+        out = io.StringIO()
+        stats = pstats.Stats(profile, stream=out)
+        total = sum(by_category(stats).values())
+        print(f"--- {route}: own time by category (ms per request, share)")
+        for name, seconds in sorted(by_category(stats).items(), key=lambda i: -i[1]):
+            per = seconds / args.requests * 1000
+            print(f"  {per:6.3f} ms  {seconds / total:5.1%}  {name}")
+        print(f"--- {route}: cumulative time of steps (ms per request, under cProfile)")
+        for label, seconds in steps(stats, args.requests):
+            print(f"  {seconds * 1000:6.3f} ms  {label}")
+        stats.sort_stats(args.sort).print_stats(args.top)
+        print(out.getvalue())
+        if args.dump:
+            args.dump.mkdir(parents=True, exist_ok=True)
+            stats.dump_stats(args.dump / f"{route.strip('/')}.prof")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
