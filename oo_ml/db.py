@@ -8,12 +8,26 @@ ORM would store them, and skip only the compilation.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 from django.db import connection, models
+from django.db.backends.utils import CursorWrapper
 
 
-def rows_insert(objs: Sequence[models.Model]) -> None:
+@contextlib.contextmanager
+def _cursor(cursor: CursorWrapper | None):
+    """The caller's cursor, or a new one: statements in a row can share one."""
+    if cursor is not None:
+        yield cursor
+    else:
+        with connection.cursor() as new:
+            yield new
+
+
+def rows_insert(
+    objs: Sequence[models.Model], cursor: CursorWrapper | None = None
+) -> None:
     """INSERT ``objs`` (all of one model) in one statement, as bulk_create would."""
     model = type(objs[0])
     fields = [
@@ -32,14 +46,16 @@ def rows_insert(objs: Sequence[models.Model]) -> None:
         for obj in objs
         for f in fields
     ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+    with _cursor(cursor) as c:
+        c.execute(sql, params)
 
 
-def fetch_one(sql: str, params: Sequence) -> tuple | None:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchone()
+def fetch_one(
+    sql: str, params: Sequence, cursor: CursorWrapper | None = None
+) -> tuple | None:
+    with _cursor(cursor) as c:
+        c.execute(sql, params)
+        return c.fetchone()
 
 
 def fetch_all(sql: str, params: Sequence) -> list[tuple]:

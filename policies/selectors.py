@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,8 +42,13 @@ _SCORING_ACTIVE_AND_SHADOWS_SQL = _SCORING_SQL.format(
 _SCORING_NAMED_SQL = _SCORING_SQL.format(which="p.name = %s")
 
 
+@functools.lru_cache(maxsize=256)
 def policy_from_row(row: tuple) -> Policy:
-    """A Policy from the POLICY_COLUMNS of a plain-SQL row."""
+    """A read-only Policy from the POLICY_COLUMNS of a plain-SQL row.
+
+    Cached on the whole row: policies change rarely, any change makes a new row,
+    and building a model instance costs more than the rest of reading it.
+    """
     policy_id, name, algorithm, dimension, params, role, enabled = row
     if isinstance(params, str):
         params = json.loads(params)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 from django.db import IntegrityError, connection, transaction
+from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
 from oo_ml.db import fetch_one, for_update, rows_insert
@@ -187,11 +188,13 @@ class _LockedState:
     cumulative_reward: float
 
 
-def _state_lock(*, user_id: str, column: str, value: Any) -> _LockedState:
+def _state_lock(
+    *, user_id: str, column: str, value: Any, cursor: CursorWrapper
+) -> _LockedState:
     """The user's state under the policy whose ``column`` is ``value`` (its id,
     its name, or role "active"), created if new, row-locked until commit."""
     sql = _STATE_LOCK_SQL.format(column=column) + for_update(of="s")
-    row = fetch_one(sql, [user_id, value])
+    row = fetch_one(sql, [user_id, value], cursor)
     if row is None:
         if column == "role":
             policy = policy_get_active()
@@ -208,7 +211,7 @@ def _state_lock(*, user_id: str, column: str, value: Any) -> _LockedState:
         )
         # A concurrent first reward may create it first: then we wait for its lock.
         BanditState.objects.bulk_create([new], ignore_conflicts=True)
-        row = fetch_one(sql, [user_id, value])
+        row = fetch_one(sql, [user_id, value], cursor)
     policy = policy_from_row(row[:7])
     state_id, a_bytes, b_bytes, reward_count, cumulative = row[7:]
     d = policy.dimension
@@ -304,8 +307,8 @@ def reward_apply(
     else:
         which = {"column": "role", "value": Role.ACTIVE}
     try:
-        with transaction.atomic():
-            state = _state_lock(user_id=user_id, **which)
+        with transaction.atomic(), connection.cursor() as cursor:
+            state = _state_lock(user_id=user_id, cursor=cursor, **which)
             policy = state.policy
             if x is None:
                 x = bandits.encode(
@@ -328,19 +331,19 @@ def reward_apply(
                         fingerprint=fingerprint,
                         features=x.tolist(),
                     )
-                ]
+                ],
+                cursor,
             )
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    _STATE_UPDATE_SQL,
-                    [
-                        array_to_bytes(a),
-                        array_to_bytes(b),
-                        reward,
-                        timezone.now(),
-                        state.id,
-                    ],
-                )
+            cursor.execute(
+                _STATE_UPDATE_SQL,
+                [
+                    array_to_bytes(a),
+                    array_to_bytes(b),
+                    reward,
+                    timezone.now(),
+                    state.id,
+                ],
+            )
     except IntegrityError:
         # The same event_id arrived concurrently for another user or policy.
         if event_id is None or not (
