@@ -162,7 +162,8 @@ class Reward(CreatedModel):
         on_delete=models.SET_NULL,
         related_name="rewards",
     )
-    event_id = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    # NULL, not "", for "no event id": the unique constraint must skip those rows.
+    event_id = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     fingerprint = models.CharField(
         max_length=64, help_text="Digest of the request: a replay must match it."
     )
@@ -171,6 +172,14 @@ class Reward(CreatedModel):
     class Meta:
         indexes = [
             models.Index(fields=["user_id", "created_at"], name="reward_user_time")
+        ]
+        constraints = [
+            # Partial: most rewards carry no event id and need no index entry.
+            models.UniqueConstraint(
+                fields=["event_id"],
+                condition=Q(event_id__isnull=False),
+                name="one_reward_per_event",
+            )
         ]
 
     def __str__(self) -> str:
