@@ -70,6 +70,20 @@ def array_from_bytes(raw: bytes | memoryview, shape: tuple[int, ...]) -> np.ndar
     return np.frombuffer(bytes(raw), dtype="<f8").reshape(shape).copy()
 
 
+def state_from_bytes(
+    a_bytes: bytes | memoryview | None,
+    b_bytes: bytes | memoryview | None,
+    dimension: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A and b from their stored bytes; a user with no row yet starts fresh."""
+    if a_bytes is None:
+        return bandits.initial_state(dimension)
+    return (
+        array_from_bytes(a_bytes, (dimension, dimension)),
+        array_from_bytes(b_bytes, (dimension,)),
+    )
+
+
 class BanditState(TimeStampedModel):
     """One user's learned state under one policy: A (D x D), b (D) and counters.
 

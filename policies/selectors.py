@@ -14,7 +14,7 @@ from django.db.models import Count, Q
 from oo_ml.db import fetch_all, fetch_one
 from oo_ml.errors import NotFound
 from policies import bandits
-from policies.models import BanditState, Decision, Policy, Role, array_from_bytes
+from policies.models import BanditState, Decision, Policy, Role, state_from_bytes
 
 
 def policy_get(*, name: str) -> Policy:
@@ -95,13 +95,7 @@ def scoring_states(
     loaded = []
     for row in rows:
         policy = policy_from_row(row[:7])
-        a_bytes, b_bytes = row[7:]
-        d = policy.dimension
-        if a_bytes is None:
-            a, b = bandits.initial_state(d)
-        else:
-            a = array_from_bytes(a_bytes, (d, d))
-            b = array_from_bytes(b_bytes, (d,))
+        a, b = state_from_bytes(*row[7:], policy.dimension)
         loaded.append(LoadedState(policy, a, b))
     if not loaded:
         if policy_name is None:

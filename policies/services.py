@@ -25,8 +25,8 @@ from policies.models import (
     Policy,
     Reward,
     Role,
-    array_from_bytes,
     array_to_bytes,
+    state_from_bytes,
 )
 from policies.selectors import (
     POLICY_COLUMNS,
@@ -214,15 +214,8 @@ def _state_lock(
         row = fetch_one(sql, [user_id, value], cursor)
     policy = policy_from_row(row[:7])
     state_id, a_bytes, b_bytes, reward_count, cumulative = row[7:]
-    d = policy.dimension
-    return _LockedState(
-        policy,
-        state_id,
-        array_from_bytes(a_bytes, (d, d)),
-        array_from_bytes(b_bytes, (d,)),
-        reward_count,
-        cumulative,
-    )
+    a, b = state_from_bytes(a_bytes, b_bytes, policy.dimension)
+    return _LockedState(policy, state_id, a, b, reward_count, cumulative)
 
 
 def _fingerprint(**request: Any) -> str:
