@@ -69,7 +69,7 @@ class BanditStateAdmin(ReadOnlyAdmin):
     )
     readonly_fields = fields
 
-    @admin.display(description="θ = A⁻¹b")
+    @admin.display(description="Weights θ = A⁻¹b")
     def theta_table(self, state: BanditState):
         theta = bandits.theta(state.a, state.b)
         return format_html_join(
