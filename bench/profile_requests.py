@@ -172,7 +172,7 @@ def statements():
         try:  # recorded after, so a BEGIN it sends comes first
             return execute(self, query, *args, **kwargs)
         finally:
-            sent.append(str(query)[:150])
+            sent.append(str(query)[:300])
 
     def counted_command(self, cmd, *args, **kwargs):
         sent.append(bytes(cmd).decode() if isinstance(cmd, bytes) else str(cmd))
@@ -230,12 +230,14 @@ def main() -> int:
 
         with CaptureQueriesContext(connection) as queries, statements() as sent:
             post(route, make(rng, args.users))
+        ping = connection.settings_dict.get("CONN_HEALTH_CHECKS")
         print(
             f"\n=== {route}: {len(queries)} queries in one request (Django's count), "
-            f"{len(sent)} statements sent (+1 SELECT 1 under gunicorn)"
+            f"{len(sent)} statements sent"
+            + (" (+1 SELECT 1 under gunicorn: CONN_HEALTH_CHECKS)" if ping else "")
         )
         for sql in sent:
-            print(f"  {sql}")
+            print("  " + " ".join(sql.split())[:150])
 
         bodies = [make(rng, args.users) for _ in range(args.requests)]
         started, cpu_started = time.perf_counter(), time.process_time()

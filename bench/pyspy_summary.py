@@ -39,10 +39,12 @@ PACKAGES = (
 # Inclusive steps: a sample counts if any frame of its stack matches.
 STEPS = (
     ("gunicorn handle_request", r"handle_request \(gunicorn"),
-    ("Django get_response (middleware + view)", r"get_response \(django/core"),
+    ("Django WSGIHandler (middleware + view)", r"__call__ \(django/core/handlers/wsgi"),
     ("DRF dispatch", r"dispatch \(rest_framework/views"),
     ("DRF initial (auth, permissions)", r"initial \(rest_framework/views"),
-    ("input serializer is_valid", r"is_valid \(rest_framework/serializers"),
+    ("our view's post()", r"\.post \(policies/apis"),
+    ("request body parsing", r"_parse \(rest_framework/request"),
+    ("input validation", r"run_validation \(|is_valid \(rest_framework"),
     ("output serializer .data", r"data \(rest_framework/serializers"),
     ("response rendering", r"rendered_content \(rest_framework/response"),
     ("selectors.scoring_states", r"scoring_states \(policies/selectors"),
@@ -50,13 +52,22 @@ STEPS = (
     ("services.decision_make", r"decision_make \(policies/services"),
     ("services.reward_apply", r"reward_apply \(policies/services"),
     ("services._state_lock", r"_state_lock \(policies/services"),
+    ("oo_ml.db.rows_insert", r"rows_insert \(oo_ml/db"),
     ("QuerySet.bulk_create", r"bulk_create \(django/db/models/query"),
     ("Model.save", r"save \(django/db/models/base"),
+    ("Model.__init__", r"__init__ \(django/db/models/base"),
     ("ORM SQL compilation (as_sql)", r"as_sql \(django/db/models/sql/compiler"),
+    ("opening a cursor", r"(^|\.)cursor \(django/db/backends/base/base"),
     ("psycopg execute", r"execute \(psycopg/cursor"),
-    ("transaction commit", r"commit \(django/db"),
+    ("transaction.atomic enter/exit", r"__(enter|exit)__ \(django/db/transaction"),
     ("numpy (any)", r"\(numpy/"),
     ("bandits (any)", r"\(policies/bandits"),
+    ("json (any)", r"\(json/"),
+)
+# Derived: the part of the first step not inside the second.
+OUTSIDE = (
+    ("gunicorn outside Django (accept, parse, write, close)", 0, 1),
+    ("Django + DRF around our view (middleware, urls, DRF)", 1, 4),
 )
 
 
@@ -100,11 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     for name, count in packages.most_common():
         print(f"  {count / total:6.1%}  {name}")
     print("-- inclusive share of steps")
+    shares = []
     for label, pattern in STEPS:
         regex = re.compile(pattern)
         count = sum(c for frames, c in stacks if any(regex.search(f) for f in frames))
+        shares.append(count / total)
         if count:
             print(f"  {count / total:6.1%}  {label}")
+    for label, outer, inner in OUTSIDE:
+        if shares[outer]:
+            print(f"  {shares[outer] - shares[inner]:6.1%}  {label}")
     print(f"-- top {args.top} innermost frames")
     for leaf, count in leaves.most_common(args.top):
         print(f"  {count / total:6.1%}  {leaf}")
