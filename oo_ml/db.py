@@ -58,10 +58,12 @@ def fetch_one(
         return c.fetchone()
 
 
-def fetch_all(sql: str, params: Sequence) -> list[tuple]:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
+def fetch_all(
+    sql: str, params: Sequence, cursor: CursorWrapper | None = None
+) -> list[tuple]:
+    with _cursor(cursor) as c:
+        c.execute(sql, params)
+        return c.fetchall()
 
 
 def for_update(of: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
@@ -34,6 +35,22 @@ SCORE_INPUT = ScoreInput()
 REWARD_INPUT = RewardInput()
 
 ERRORS = {code: OpenApiResponse(ERROR) for code in (400, 401, 403, 404, 409, 413)}
+
+
+_rng: tuple[int, np.random.Generator] | None = None
+
+
+def request_rng() -> np.random.Generator:
+    """The worker process's generator for live decisions.
+
+    Seeded from the OS once per process (after gunicorn forks, so workers never
+    share a stream): seeding a new one per request read OS entropy every time.
+    numpy's generators lock their state, so threads may share it.
+    """
+    global _rng
+    if _rng is None or _rng[0] != os.getpid():
+        _rng = (os.getpid(), np.random.default_rng())
+    return _rng[1]
 
 
 class JsonApi(APIView):
@@ -74,7 +91,7 @@ class ScoreApi(JsonApi):
             candidates=data["candidates"],
             context=data["context"],
             profile=data["profile_features"],
-            rng=np.random.default_rng(),
+            rng=request_rng(),
             policy_name=name or self.policy_name,
         )
         return Response(decision_answer(decision))

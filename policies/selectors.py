@@ -9,6 +9,7 @@ from datetime import datetime
 
 import numpy as np
 from django.conf import settings
+from django.db.backends.utils import CursorWrapper
 from django.db.models import Count, Q
 
 from oo_ml.db import fetch_all, fetch_one
@@ -78,7 +79,10 @@ class LoadedState:
 
 
 def scoring_states(
-    *, user_id: str, policy_name: str | None = None
+    *,
+    user_id: str,
+    policy_name: str | None = None,
+    cursor: CursorWrapper | None = None,
 ) -> list[LoadedState]:
     """The policies that score a request, each with this user's A and b.
 
@@ -89,9 +93,12 @@ def scoring_states(
         rows = fetch_all(
             _SCORING_ACTIVE_AND_SHADOWS_SQL,
             [user_id, Role.ACTIVE, Role.SHADOW, Role.ACTIVE],
+            cursor,
         )
     else:
-        rows = fetch_all(_SCORING_NAMED_SQL, [user_id, policy_name, Role.ACTIVE])
+        rows = fetch_all(
+            _SCORING_NAMED_SQL, [user_id, policy_name, Role.ACTIVE], cursor
+        )
     loaded = []
     for row in rows:
         policy = policy_from_row(row[:7])

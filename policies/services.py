@@ -91,33 +91,37 @@ def decision_make(
     decides too, on the same input, logged under the same request id. A shadow
     that fails is logged and skipped: it never fails the active answer.
     """
-    states = scoring_states(user_id=user_id, policy_name=policy_name)
-    profile = {name: profile.get(name) for name in bandits.PROFILE_NAMES}
-    hour = context["hour_of_day"]
-    x_full = bandits.encode(
-        [c["features"] for c in candidates],
-        hours=[hour] * len(candidates),
-        day_of_week=context["day_of_week"],
-        profile=profile,
-        dimension=max(loaded.policy.dimension for loaded in states),
-    )
-    request_id = uuid7()
-    common = dict(
-        x_full=x_full,
-        request_id=request_id,
-        user_id=user_id,
-        candidates=candidates,
-        context=context,
-        profile=profile,
-        rng=rng,
-    )
-    decisions = [_decision_build(loaded=states[0], **common)]
-    for shadow in states[1:]:
-        try:
-            decisions.append(_decision_build(loaded=shadow, **common))
-        except Exception:
-            logger.exception("shadow %s failed to score; skipped", shadow.policy.name)
-    rows_insert(decisions)
+    # One cursor for the read and the insert (a cursor's set-up is not free).
+    with connection.cursor() as cursor:
+        states = scoring_states(user_id=user_id, policy_name=policy_name, cursor=cursor)
+        profile = {name: profile.get(name) for name in bandits.PROFILE_NAMES}
+        hour = context["hour_of_day"]
+        x_full = bandits.encode(
+            [c["features"] for c in candidates],
+            hours=[hour] * len(candidates),
+            day_of_week=context["day_of_week"],
+            profile=profile,
+            dimension=max(loaded.policy.dimension for loaded in states),
+        )
+        request_id = uuid7()
+        common = dict(
+            x_full=x_full,
+            request_id=request_id,
+            user_id=user_id,
+            candidates=candidates,
+            context=context,
+            profile=profile,
+            rng=rng,
+        )
+        decisions = [_decision_build(loaded=states[0], **common)]
+        for shadow in states[1:]:
+            try:
+                decisions.append(_decision_build(loaded=shadow, **common))
+            except Exception:
+                logger.exception(
+                    "shadow %s failed to score; skipped", shadow.policy.name
+                )
+        rows_insert(decisions, cursor)
     return decisions[0]
 
 

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from django.urls import reverse
 
+from policies import apis
+
 pytestmark = pytest.mark.django_db
 
 TOL = 1e-9
@@ -323,16 +325,21 @@ ESTIMATES = {
 def seeded_requests(monkeypatch):
     """Each /score draws from default_rng(0), default_rng(1), ... in turn.
 
-    The view builds an unseeded generator per request; seeding it keeps these
-    tests deterministic without assuming how the core consumes its draws.
+    Live requests share one unseeded generator per process; seeding one per
+    request keeps these tests deterministic without assuming how the core
+    consumes its draws.
     """
-    real = np.random.default_rng
     seeds = itertools.count()
+    monkeypatch.setattr(apis, "request_rng", lambda: np.random.default_rng(next(seeds)))
 
-    def default_rng(seed=None):
-        return real(next(seeds) if seed is None else seed)
 
-    monkeypatch.setattr(np.random, "default_rng", default_rng)
+def test_live_decisions_share_one_generator_per_process(monkeypatch):
+    first = apis.request_rng()
+    assert apis.request_rng() is first
+    # A forked worker has another pid: it must seed its own stream, not inherit
+    # the parent's (which would make every worker explore in lockstep).
+    monkeypatch.setattr(apis.os, "getpid", lambda: -1)
+    assert apis.request_rng() is not first
 
 
 @pytest.mark.parametrize(("name", "dim"), EGREEDY)
