@@ -5,6 +5,10 @@ STAMP := $(VENV)/.installed-stamp
 # Tests run on PostgreSQL: the local server unless DATABASE_URL says otherwise.
 TEST_DATABASE_URL ?= $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/oo_ml)
 
+# The admin's browser tests drive Debian's Chromium (Playwright never downloads one).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
 .PHONY: install run test lint format bench
 
 $(STAMP): pyproject.toml
@@ -18,7 +22,11 @@ install: $(STAMP)
 run: install
 	VENV=$(VENV) bin/run
 
-test: install
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver
+
+test: install $(CHROMIUM)
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest $(ARGS)
 
 lint: install

@@ -3,10 +3,17 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from oo_ml.apis import HealthApi
+from policies.admin import control_room
 
 handler404 = "oo_ml.errors.page_not_found"
 
 urlpatterns = [
+    # The policies app's admin index is its control room (before the admin's own).
+    path(
+        "admin/policies/",
+        admin.site.admin_view(control_room),
+        name="policies-control-room",
+    ),
     path("admin/", admin.site.urls),
     path("health", HealthApi.as_view(), name="health"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

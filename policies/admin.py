@@ -1,13 +1,30 @@
-"""Admin for policies and their logs. Learned state and logs are read-only here:
-they change only through the services (decisions, rewards, resets)."""
+"""Admin for policies: the control room at /admin/policies/, and read-only state
+and logs. Learned state changes only through the services (decisions, rewards,
+resets); the buttons here call the same services as the API and are recorded.
+"""
 
 from __future__ import annotations
 
-from django.contrib import admin
-from django.utils.html import format_html_join
+from datetime import timedelta
 
-from policies import bandits
-from policies.models import BanditState, Decision, Policy, Reward
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.loader import render_to_string
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+
+from oo_ml.errors import DomainError
+from policies import bandits, selectors, services
+from policies.models import BanditState, Decision, Policy, PolicyChange, Reward
+
+HISTORY_SHOWN = 20
+DECISIONS_SHOWN = 10
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -23,31 +40,143 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+def _back(request: HttpRequest, default: str) -> HttpResponseRedirect:
+    """Back to the page the button was on, if it is one of ours."""
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(
+        target, {request.get_host()}, require_https=request.is_secure()
+    ):
+        target = default
+    return HttpResponseRedirect(target)
+
+
+def _history(changes) -> str:
+    return render_to_string("admin/policies/_history.html", {"changes": changes})
+
+
+def _why(decisions) -> str:
+    """Each decision with, per candidate, what the policy saw in it."""
+    explained = []
+    for decision in decisions:
+        bonuses = decision.bonuses or [None] * len(decision.candidates)
+        rows = [
+            {
+                "id": candidate["id"],
+                "estimate": estimate,
+                "bonus": bonus,
+                "bound": None if bonus is None else estimate + bonus,
+                "picked": index == decision.pick_index,
+            }
+            for index, (candidate, estimate, bonus) in enumerate(
+                zip(decision.candidates, decision.estimates, bonuses, strict=True)
+            )
+        ]
+        explained.append((decision, rows))
+    return render_to_string("admin/policies/_why.html", {"decisions": explained})
+
+
+def control_room(request: HttpRequest) -> TemplateResponse:
+    """Every policy at a glance, its shadow switch, and the latest changes."""
+    if not request.user.has_perm("policies.view_policy"):
+        raise PermissionDenied
+    activity = selectors.policy_activity(since=timezone.now() - timedelta(days=1))
+    context = {
+        **admin.site.each_context(request),
+        "title": "Policies",
+        "subtitle": "Control room",
+        "activity": activity,
+        "history": PolicyChange.objects.select_related("policy")[:HISTORY_SHOWN],
+        "can_toggle": _can_toggle(request),
+    }
+    return TemplateResponse(request, "admin/policies/control_room.html", context)
+
+
+def _can_toggle(request: HttpRequest) -> bool:
+    return request.user.has_perm("policies.change_policy")
+
+
 @admin.register(Policy)
-class PolicyAdmin(admin.ModelAdmin):
+class PolicyAdmin(ReadOnlyAdmin):
+    """Read-only: a policy changes only by its switch (or promotion), recorded."""
+
+    change_form_template = "admin/policies/policy/change_form.html"
     list_display = ("name", "role", "enabled", "algorithm", "dimension", "params")
     list_filter = ("role", "algorithm")
     search_fields = ("name",)
-    readonly_fields = (
+    fields = (
         "name",
         "algorithm",
         "dimension",
         "params",
         "role",
         "enabled",
+        "description",
         "created_at",
         "updated_at",
+        "history",
     )
+    readonly_fields = fields
 
-    def has_add_permission(self, request):
-        return False
+    def get_urls(self):
+        toggle = self.admin_site.admin_view(require_POST(self.toggle_view))
+        return [
+            path("<path:object_id>/toggle/", toggle, name="policies_policy_toggle"),
+            *super().get_urls(),
+        ]
 
-    def has_delete_permission(self, request, obj=None):
-        return False
+    def toggle_view(self, request: HttpRequest, object_id: str):
+        """The control room's switch: POST ``enabled=on|off``, then back."""
+        policy = get_object_or_404(Policy, pk=object_id)
+        if not _can_toggle(request):
+            raise PermissionDenied
+        wanted = {"on": True, "off": False}.get(request.POST.get("enabled"))
+        try:
+            policy = services.policy_toggle(
+                name=policy.name, actor=request.user, enabled=wanted
+            )
+        except DomainError as error:
+            self.message_user(request, error.detail, messages.ERROR)
+        else:
+            state = "on" if policy.enabled else "off"
+            self.message_user(request, f"Shadow {policy.name} is {state}.")
+        return _back(request, reverse("policies-control-room"))
+
+    def render_change_form(self, request, context, *args, **kwargs):
+        context["can_toggle"] = _can_toggle(request)
+        return super().render_change_form(request, context, *args, **kwargs)
+
+    @admin.display(description="History, newest first")
+    def history(self, policy: Policy) -> str:
+        return _history(policy.changes.select_related("policy")[:HISTORY_SHOWN])
+
+
+@admin.register(PolicyChange)
+class PolicyChangeAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "policy", "action", "summary", "actor_name")
+    list_filter = ("action", "policy")
+    list_select_related = ("policy",)
+    search_fields = ("=user_id", "actor_name")
+    date_hierarchy = "created_at"
+    fields = (
+        "created_at",
+        "policy",
+        "action",
+        "summary",
+        "user_id",
+        "actor",
+        "actor_name",
+        "before",
+        "after",
+        "evidence",
+    )
+    readonly_fields = fields
 
 
 @admin.register(BanditState)
 class BanditStateAdmin(ReadOnlyAdmin):
+    """One user's state under one policy: θ, counters, and why recent picks won."""
+
+    change_form_template = "admin/policies/banditstate/change_form.html"
     list_display = (
         "user_id",
         "policy",
@@ -63,11 +192,39 @@ class BanditStateAdmin(ReadOnlyAdmin):
         "user_id",
         "reward_count",
         "cumulative_reward",
+        "pulls",
         "theta_table",
         "created_at",
         "updated_at",
+        "recent_decisions",
     )
     readonly_fields = fields
+
+    def get_urls(self):
+        reset = self.admin_site.admin_view(require_POST(self.reset_view))
+        return [
+            path("<path:object_id>/reset/", reset, name="policies_banditstate_reset"),
+            *super().get_urls(),
+        ]
+
+    def reset_view(self, request: HttpRequest, object_id: str):
+        """The same reset as POST /reset/<user_id>: every policy, recorded."""
+        state = get_object_or_404(BanditState, pk=object_id)
+        if not request.user.has_perm("policies.delete_banditstate"):
+            raise PermissionDenied
+        result = services.user_reset(user_id=state.user_id, actor=request.user)
+        self.message_user(
+            request,
+            f"User {result.user_id} reset: {result.states_deleted} states and "
+            f"{result.decisions_deleted} decisions cleared.",
+        )
+        return HttpResponseRedirect(
+            reverse("admin:policies_banditstate_changelist") + f"?q={state.user_id}"
+        )
+
+    def render_change_form(self, request, context, *args, **kwargs):
+        context["can_reset"] = request.user.has_perm("policies.delete_banditstate")
+        return super().render_change_form(request, context, *args, **kwargs)
 
     @admin.display(description="Weights θ = A⁻¹b")
     def theta_table(self, state: BanditState):
@@ -80,6 +237,21 @@ class BanditStateAdmin(ReadOnlyAdmin):
                 for label, value in zip(state.policy.feature_labels, theta, strict=True)
             ),
         )
+
+    @admin.display(description="Pulls (explored)")
+    def pulls(self, state: BanditState) -> str:
+        stats = selectors.user_stats(policy=state.policy, user_id=state.user_id)
+        explored = round(stats.exploration_rate * stats.pulls)
+        return format_html("{} ({} explored)", stats.pulls, explored)
+
+    @admin.display(description="Last decisions: why each pick won")
+    def recent_decisions(self, state: BanditState) -> str:
+        decisions = Decision.objects.filter(
+            policy=state.policy, user_id=state.user_id
+        ).order_by("-created_at", "-id")[:DECISIONS_SHOWN]
+        for decision in decisions:
+            decision.policy = state.policy
+        return _why(decisions)
 
 
 @admin.register(Decision)
@@ -98,6 +270,12 @@ class DecisionAdmin(ReadOnlyAdmin):
     list_select_related = ("policy",)
     search_fields = ("=user_id", "=tip_id", "=request_id")
     ordering = ("-created_at",)
+    date_hierarchy = "created_at"
+    readonly_fields = ("why",)
+
+    @admin.display(description="Why this pick")
+    def why(self, decision: Decision) -> str:
+        return _why([decision])
 
 
 @admin.register(Reward)
@@ -107,4 +285,5 @@ class RewardAdmin(ReadOnlyAdmin):
     list_select_related = ("policy",)
     search_fields = ("=user_id", "=tip_id", "=event_id")
     ordering = ("-created_at",)
+    date_hierarchy = "created_at"
     raw_id_fields = ("decision",)

@@ -16,10 +16,12 @@ from oo_ml.negotiation import JsonOnlyNegotiation
 from policies import selectors, services
 from policies.serializers import (
     DecisionOutputSerializer,
+    PolicyOutputSerializer,
     RewardInput,
     RewardOutputSerializer,
     ScoreInput,
     StatsOutputSerializer,
+    ToggleInput,
     record_serializer,
 )
 
@@ -33,6 +35,7 @@ ERROR = inline_serializer(
 )
 SCORE_INPUT = ScoreInput()
 REWARD_INPUT = RewardInput()
+TOGGLE_INPUT = ToggleInput()
 
 ERRORS = {code: OpenApiResponse(ERROR) for code in (400, 401, 403, 404, 409, 413)}
 
@@ -169,7 +172,7 @@ class ResetApi(JsonApi):
         },
     )
     def post(self, request, user_id: str):
-        result = services.user_reset(user_id=user_id)
+        result = services.user_reset(user_id=user_id, actor=request.user)
         return Response(
             {
                 "user_id": result.user_id,
@@ -177,3 +180,38 @@ class ResetApi(JsonApi):
                 "decisions_deleted": result.decisions_deleted,
             }
         )
+
+
+class AdminPoliciesApi(JsonApi):
+    """Every policy, for staff (SPEC §7's control room over REST)."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "Policies", {"policies": PolicyOutputSerializer(many=True)}
+            ),
+            **ERRORS,
+        }
+    )
+    def get(self, request):
+        policies = selectors.policy_list()
+        return Response({"policies": PolicyOutputSerializer(policies, many=True).data})
+
+
+class AdminPolicyToggleApi(JsonApi):
+    """Turn a shadow on or off; an empty body flips it. Recorded in its history."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        request=record_serializer("ToggleInput", ToggleInput),
+        responses={200: PolicyOutputSerializer, **ERRORS},
+    )
+    def post(self, request, name: str):
+        data = TOGGLE_INPUT.run_validation(request.data)
+        policy = services.policy_toggle(
+            name=name, actor=request.user, enabled=data["enabled"]
+        )
+        return Response(PolicyOutputSerializer(policy).data)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -107,7 +108,7 @@ class BanditState(TimeStampedModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.policy_id}/{self.user_id}"
+        return f"{self.user_id} under {self.policy.name}"
 
     @property
     def a(self) -> np.ndarray:
@@ -198,3 +199,59 @@ class Reward(CreatedModel):
 
     def __str__(self) -> str:
         return f"{self.reward:+g} to {self.policy_id} for {self.user_id}/{self.tip_id}"
+
+
+class ChangeAction(models.TextChoices):
+    TOGGLE = "toggle", "Shadow toggled"
+    RESET = "reset", "User reset"
+    PROMOTE = "promote", "Promoted"
+    ROLLBACK = "rollback", "Rolled back"
+
+
+class PolicyChange(CreatedModel):
+    """One change an operator made to a policy: append-only, the admin's history.
+
+    A reset clears a user's state under every policy; it is recorded once per
+    policy it touched, so each policy's history is complete on its own.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    action = models.CharField(max_length=16, choices=ChangeAction.choices)
+    policy = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="changes")
+    user_id = models.CharField(
+        max_length=128, blank=True, help_text="The end user a reset was for."
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="policy_changes",
+    )
+    # Kept apart from the account, which may be renamed or deleted later.
+    actor_name = models.CharField(max_length=150)
+    before = models.JSONField(default=dict, blank=True)
+    after = models.JSONField(default=dict, blank=True)
+    evidence = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["policy", "-created_at"], name="change_policy_time")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()}: {self.policy_id} by {self.actor_name}"
+
+    @property
+    def summary(self) -> str:
+        """What changed, in words, for the history lists."""
+        if self.action == ChangeAction.TOGGLE:
+            return "shadow turned " + ("on" if self.after.get("enabled") else "off")
+        if self.action == ChangeAction.RESET:
+            learned = self.before.get("reward_count", 0)
+            return (
+                f"user {self.user_id} reset: state of {learned} rewards and "
+                f"{self.before.get('decisions', 0)} decisions cleared"
+            )
+        return f"role {self.before.get('role')} → {self.after.get('role')}"

@@ -10,12 +10,19 @@ from datetime import datetime
 import numpy as np
 from django.conf import settings
 from django.db.backends.utils import CursorWrapper
-from django.db.models import Count, Q
+from django.db.models import Count, F, OuterRef, Q, Subquery, Sum
 
 from oo_ml.db import fetch_all, fetch_one
 from oo_ml.errors import NotFound
 from policies import bandits
-from policies.models import BanditState, Decision, Policy, Role, state_from_bytes
+from policies.models import (
+    BanditState,
+    Decision,
+    Policy,
+    Reward,
+    Role,
+    state_from_bytes,
+)
 
 
 def policy_get(*, name: str) -> Policy:
@@ -23,6 +30,12 @@ def policy_get(*, name: str) -> Policy:
         return Policy.objects.get(name=name)
     except Policy.DoesNotExist:
         raise NotFound(f"No policy named {name!r}.", field="policy") from None
+
+
+def policy_list() -> list[Policy]:
+    """Every policy: the active one first, then shadows, then retired ones."""
+    order = {Role.ACTIVE: 0, Role.SHADOW: 1, Role.RETIRED: 2}
+    return sorted(Policy.objects.all(), key=lambda p: (order[p.role], p.name))
 
 
 _POLICY = Policy._meta.db_table
@@ -185,4 +198,90 @@ def user_history(*, user_id: str) -> list[dict]:
             ),
         }
         for d in decisions
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """What one policy did over one window of time."""
+
+    decisions: int
+    # Shadows: how often their pick equalled the active pick on the same request.
+    compared: int
+    agreed: int
+    rewards: int
+    reward_sum: float
+
+    @property
+    def agreement(self) -> float | None:
+        return self.agreed / self.compared if self.compared else None
+
+    @property
+    def mean_reward(self) -> float | None:
+        return self.reward_sum / self.rewards if self.rewards else None
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyActivity:
+    policy: Policy
+    last_day: Activity
+    all_time: Activity
+
+
+def _windowed(queryset, since: datetime, **measures) -> dict[int, dict]:
+    """Per policy, each aggregate over all time and (``<name>_day``) since ``since``.
+
+    ``measures`` maps a name to (aggregate class, expression, extra filter or None).
+    """
+    recent = Q(created_at__gte=since)
+    annotations = {}
+    for name, (aggregate, expression, condition) in measures.items():
+        day = recent if condition is None else condition & recent
+        annotations[name] = aggregate(expression, filter=condition)
+        annotations[f"{name}_day"] = aggregate(expression, filter=day)
+    rows = queryset.values("policy_id").annotate(**annotations).order_by()
+    return {row.pop("policy_id"): row for row in rows}
+
+
+def policy_activity(*, since: datetime) -> list[PolicyActivity]:
+    """Every policy's decisions, agreement and rewards, since ``since`` and ever.
+
+    Three grouped queries whatever the number of policies. The agreement of a
+    shadow counts only requests the active policy also answered (not the named
+    routes, where a shadow scores alone).
+    """
+    decisions = _windowed(Decision.objects, since, decisions=(Count, "id", None))
+    active_pick = Decision.objects.filter(
+        request_id=OuterRef("request_id"), role=Role.ACTIVE
+    ).values("tip_id")[:1]
+    agreement = _windowed(
+        Decision.objects.filter(role=Role.SHADOW)
+        .annotate(active_pick=Subquery(active_pick))
+        .filter(active_pick__isnull=False),
+        since,
+        compared=(Count, "id", None),
+        agreed=(Count, "id", Q(tip_id=F("active_pick"))),
+    )
+    rewards = _windowed(
+        Reward.objects,
+        since,
+        rewards=(Count, "id", None),
+        reward_sum=(Sum, "reward", None),
+    )
+
+    def window(policy_id: int, suffix: str) -> Activity:
+        d = decisions.get(policy_id, {})
+        a = agreement.get(policy_id, {})
+        r = rewards.get(policy_id, {})
+        return Activity(
+            decisions=d.get(f"decisions{suffix}", 0),
+            compared=a.get(f"compared{suffix}", 0),
+            agreed=a.get(f"agreed{suffix}", 0),
+            rewards=r.get(f"rewards{suffix}", 0),
+            reward_sum=r.get(f"reward_sum{suffix}") or 0.0,
+        )
+
+    return [
+        PolicyActivity(policy, window(policy.id, "_day"), window(policy.id, ""))
+        for policy in policy_list()
     ]

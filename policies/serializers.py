@@ -271,6 +271,25 @@ class RewardInput(RecordField):
         return values
 
 
+class ToggleInput(RecordField):
+    """The body of a toggle: empty to flip the switch, or the state wanted."""
+
+    items = {"enabled": StrictBooleanField(required=False, allow_null=True)}
+    defaults = {"enabled": None}
+
+
+class PolicyOutputSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    algorithm = serializers.CharField()
+    dimension = serializers.IntegerField()
+    params = serializers.DictField()
+    role = serializers.CharField()
+    enabled = serializers.BooleanField(help_text="A shadow's on/off switch.")
+    description = serializers.CharField()
+    feature_labels = serializers.ListField(child=serializers.CharField())
+    updated_at = serializers.DateTimeField()
+
+
 class DecisionOutputSerializer(serializers.Serializer):
     tip_id = serializers.CharField()
     score = serializers.FloatField()

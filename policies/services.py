@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
 from django.db.backends.utils import CursorWrapper
+from django.db.models import Count
 from django.utils import timezone
 
 from oo_ml.db import fetch_one, for_update, rows_insert
@@ -21,8 +23,10 @@ from oo_ml.models import uuid7
 from policies import bandits
 from policies.models import (
     BanditState,
+    ChangeAction,
     Decision,
     Policy,
+    PolicyChange,
     Reward,
     Role,
     array_to_bytes,
@@ -362,6 +366,59 @@ def reward_apply(
     )
 
 
+def _change_record(
+    *,
+    action: ChangeAction,
+    policy: Policy,
+    actor: AbstractBaseUser | None,
+    before: dict,
+    after: dict,
+    user_id: str = "",
+    evidence: dict | None = None,
+) -> PolicyChange:
+    return PolicyChange.objects.create(
+        action=action,
+        policy=policy,
+        user_id=user_id,
+        actor=actor if actor is not None and actor.pk else None,
+        actor_name=actor.get_username() if actor is not None else "system",
+        before=before,
+        after=after,
+        evidence=evidence or {},
+    )
+
+
+@transaction.atomic
+def policy_toggle(
+    *, name: str, actor: AbstractBaseUser | None, enabled: bool | None = None
+) -> Policy:
+    """Turn a shadow's scoring on or off (flip it when ``enabled`` is None).
+
+    Asking for the state it already has changes nothing and records nothing, so
+    a double-clicked switch does not flip twice.
+    """
+    policy = Policy.objects.select_for_update().filter(name=name).first()
+    if policy is None:
+        raise NotFound(f"No policy named {name!r}.", field="name")
+    if policy.role != Role.SHADOW:
+        raise Conflict(
+            f"{name} is {policy.role}: only a shadow has an on/off switch.",
+            field="name",
+        )
+    new = not policy.enabled if enabled is None else enabled
+    if new != policy.enabled:
+        _change_record(
+            action=ChangeAction.TOGGLE,
+            policy=policy,
+            actor=actor,
+            before={"enabled": policy.enabled},
+            after={"enabled": new},
+        )
+        policy.enabled = new
+        policy.save(update_fields=["enabled", "updated_at"])
+    return policy
+
+
 @dataclass(frozen=True, slots=True)
 class ResetResult:
     user_id: str
@@ -370,16 +427,36 @@ class ResetResult:
 
 
 @transaction.atomic
-def user_reset(*, user_id: str) -> ResetResult:
+def user_reset(*, user_id: str, actor: AbstractBaseUser | None) -> ResetResult:
     """Clear the user's state under every policy and their decision history.
 
-    The reward log stays: it is the audit trail, and it keeps replayed event ids
-    from being applied twice.
+    Recorded in each touched policy's history with what was cleared. The reward
+    log stays: it is the audit trail, and it keeps replayed event ids from being
+    applied twice.
     """
-    states = BanditState.objects.filter(user_id=user_id)
+    # Locked, so a reward landing meanwhile waits and then starts afresh.
+    states = {
+        s.policy_id: s
+        for s in BanditState.objects.filter(user_id=user_id).select_for_update()
+    }
     decisions = Decision.objects.filter(user_id=user_id)
-    if not states.exists() and not decisions.exists():
+    counts = dict(decisions.values_list("policy").annotate(n=Count("id")))
+    if not states and not counts:
         raise NotFound(f"User {user_id!r} has no state or decisions.", field="user_id")
-    states_deleted = states.delete()[0]
+    for policy in Policy.objects.filter(id__in={*states, *counts}):
+        state = states.get(policy.id)
+        _change_record(
+            action=ChangeAction.RESET,
+            policy=policy,
+            actor=actor,
+            user_id=user_id,
+            before={
+                "reward_count": state.reward_count if state else 0,
+                "cumulative_reward": state.cumulative_reward if state else 0.0,
+                "decisions": counts.get(policy.id, 0),
+            },
+            after={"reward_count": 0, "cumulative_reward": 0.0, "decisions": 0},
+        )
+    BanditState.objects.filter(id__in=[s.id for s in states.values()]).delete()
     decisions_deleted = decisions.delete()[1].get("policies.Decision", 0)
-    return ResetResult(user_id, states_deleted, decisions_deleted)
+    return ResetResult(user_id, len(states), decisions_deleted)

@@ -1,6 +1,14 @@
 from django.urls import path
 
-from policies.apis import HistoryApi, ResetApi, RewardApi, ScoreApi, StatsApi
+from policies.apis import (
+    AdminPoliciesApi,
+    AdminPolicyToggleApi,
+    HistoryApi,
+    ResetApi,
+    RewardApi,
+    ScoreApi,
+    StatsApi,
+)
 
 V1, V2, LINUCB = "egreedy-v1", "egreedy-v2", "linucb-v1"
 
@@ -16,6 +24,12 @@ urlpatterns = [
     ),
     path("features/<str:user_id>", HistoryApi.as_view(), name="features"),
     path("reset/<str:user_id>", ResetApi.as_view(), name="reset"),
+    path("api/admin/policies", AdminPoliciesApi.as_view(), name="admin-policies"),
+    path(
+        "api/admin/policies/<str:name>/toggle",
+        AdminPolicyToggleApi.as_view(),
+        name="admin-policy-toggle",
+    ),
     # Kept from the service this replaces: the recommender switches by base URL alone.
     path("score/egreedy", ScoreApi.as_view(policy_name=V1)),
     path("reward/egreedy", RewardApi.as_view(policy_name=V1)),

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+import uuid
+from datetime import timedelta
 
-from policies.models import BanditState, Decision, Reward
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.utils import timezone
+
+from policies import selectors
+from policies.models import BanditState, Decision, Policy, PolicyChange, Reward
 
 
 @pytest.fixture
@@ -27,7 +34,9 @@ def history(api):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("model", ["policy", "banditstate", "decision", "reward"])
+@pytest.mark.parametrize(
+    "model", ["policy", "banditstate", "decision", "reward", "policychange"]
+)
 def test_every_changelist_opens(client, staff_user, history, model):
     client.force_login(staff_user)
     assert client.get(f"/admin/policies/{model}/").status_code == 200
@@ -64,3 +73,149 @@ def test_logs_cannot_be_deleted_from_the_admin(client, staff_user, history):
         )
         assert response.status_code == 403
     assert Decision.objects.count() == 1 and Reward.objects.count() == 1
+
+
+def _decision(policy: str, request_id, tip_id: str, *, days_ago: float = 0):
+    return Decision.objects.create(
+        request_id=request_id,
+        policy=Policy.objects.get(name=policy),
+        role=Policy.objects.get(name=policy).role,
+        user_id="u1",
+        candidates=[{"id": "a"}, {"id": "b"}],
+        context={},
+        profile={},
+        features=[[0.0], [0.0]],
+        estimates=[0.0, 0.0],
+        pick_index=0 if tip_id == "a" else 1,
+        tip_id=tip_id,
+        score=0.0,
+        propensity=1.0,
+        exploring=False,
+        created_at=timezone.now() - timedelta(days=days_ago),
+    )
+
+
+@pytest.fixture
+def known_activity():
+    """Four requests both answered (agreeing on 3; one of those 2 days old), one
+    the shadow answered alone, and two rewards to the active policy."""
+    for tip_a, tip_s, age in (
+        ("a", "a", 0),
+        ("a", "b", 0),
+        ("b", "b", 0),
+        ("a", "a", 2),
+    ):
+        request = uuid.uuid4()
+        _decision("egreedy-v1", request, tip_a, days_ago=age)
+        _decision("egreedy-v2", request, tip_s, days_ago=age)
+    _decision("egreedy-v2", uuid.uuid4(), "b")
+    active = Policy.objects.get(name="egreedy-v1")
+    for value, age in ((1.0, 0), (-0.5, 3)):
+        Reward.objects.create(
+            policy=active,
+            user_id="u1",
+            tip_id="a",
+            reward=value,
+            fingerprint="x",
+            features=[0.0],
+            created_at=timezone.now() - timedelta(days=age),
+        )
+
+
+@pytest.mark.django_db
+def test_activity_counts_decisions_agreement_and_rewards_per_window(known_activity):
+    rows = {
+        row.policy.name: row
+        for row in selectors.policy_activity(since=timezone.now() - timedelta(days=1))
+    }
+
+    v1, v2 = rows["egreedy-v1"], rows["egreedy-v2"]
+    assert (v1.last_day.decisions, v1.all_time.decisions) == (3, 4)
+    assert (v2.last_day.decisions, v2.all_time.decisions) == (4, 5)
+    # The lone shadow decision has no active pick to agree with.
+    assert (v2.last_day.agreed, v2.last_day.compared) == (2, 3)
+    assert (v2.all_time.agreed, v2.all_time.compared) == (3, 4)
+    assert v2.all_time.agreement == 0.75
+    assert (v1.last_day.rewards, v1.last_day.mean_reward) == (1, 1.0)
+    assert (v1.all_time.rewards, v1.all_time.mean_reward) == (2, 0.25)
+    assert rows["linucb-v1"].all_time.decisions == 0
+    assert rows["linucb-v1"].all_time.mean_reward is None
+
+
+@pytest.mark.django_db
+def test_the_control_room_shows_them_in_a_fixed_number_of_queries(
+    client, staff_user, known_activity, django_assert_max_num_queries
+):
+    client.force_login(staff_user)
+    with django_assert_max_num_queries(10):
+        page = client.get("/admin/policies/")
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "67%" in html and "75%" in html  # 2 of 3, 3 of 4
+    assert "0.250" in html and "1.000" in html
+
+
+def _toggle(client, policy: str, enabled: str, **extra):
+    pk = Policy.objects.get(name=policy).pk
+    return client.post(
+        f"/admin/policies/policy/{pk}/toggle/", {"enabled": enabled, **extra}
+    )
+
+
+@pytest.mark.django_db
+def test_the_switch_needs_a_post_and_the_change_permission(client, staff_user):
+    pk = Policy.objects.get(name="egreedy-v2").pk
+    viewer = get_user_model().objects.create_user(
+        username="viewer", password="x" * 12, is_staff=True
+    )
+    viewer.user_permissions.add(Permission.objects.get(codename="view_policy"))
+    client.force_login(viewer)
+
+    assert client.get("/admin/policies/").status_code == 200
+    assert 'role="switch"' not in client.get("/admin/policies/").content.decode()
+    assert _toggle(client, "egreedy-v2", "on").status_code == 403
+
+    client.force_login(staff_user)
+    assert client.get(f"/admin/policies/policy/{pk}/toggle/").status_code == 405
+    assert not Policy.objects.get(name="egreedy-v2").enabled
+    assert not PolicyChange.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_switch_goes_back_only_to_a_page_of_this_site(client, staff_user):
+    client.force_login(staff_user)
+
+    response = _toggle(client, "egreedy-v2", "on", next="https://evil.example/")
+
+    assert response.status_code == 302
+    assert response["Location"] == "/admin/policies/"
+    assert Policy.objects.get(name="egreedy-v2").enabled
+
+
+@pytest.mark.django_db
+def test_the_active_policy_has_no_switch_and_says_so(client, staff_user):
+    client.force_login(staff_user)
+
+    page = client.get(_toggle(client, "egreedy-v1", "off")["Location"])
+
+    assert "only a shadow has an on/off switch" in page.content.decode()
+    assert Policy.objects.get(name="egreedy-v1").role == "active"
+    assert not PolicyChange.objects.exists()
+
+
+@pytest.mark.django_db
+def test_reset_from_the_state_page_needs_the_permission(client, history):
+    state = BanditState.objects.get()
+    viewer = get_user_model().objects.create_user(
+        username="viewer", password="x" * 12, is_staff=True
+    )
+    viewer.user_permissions.add(Permission.objects.get(codename="view_banditstate"))
+    client.force_login(viewer)
+
+    page = client.get(f"/admin/policies/banditstate/{state.pk}/change/")
+    assert "Reset this user" not in page.content.decode()
+    response = client.post(f"/admin/policies/banditstate/{state.pk}/reset/")
+
+    assert response.status_code == 403
+    assert BanditState.objects.exists() and not PolicyChange.objects.exists()

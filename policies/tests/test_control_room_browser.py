@@ -1,0 +1,100 @@
+"""The control room and a user's state page in a real Chromium, on a live server."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+from rest_framework.test import APIClient
+
+from oo_ml.auth import service_token_get_or_create
+from policies.models import BanditState, ChangeAction, Decision, Policy, PolicyChange
+
+pytestmark = pytest.mark.usefixtures("registry")
+
+
+def _score_and_reward(user_id: str) -> None:
+    api = APIClient()
+    token = service_token_get_or_create(name="recommender")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    for _ in range(3):
+        decision = api.post(
+            "/score",
+            {"user_id": user_id, "candidates": [{"id": "a"}, {"id": "b"}]},
+            format="json",
+        ).json()
+        api.post(
+            "/reward",
+            {
+                "user_id": user_id,
+                "tip_id": decision["tip_id"],
+                "reward": 1.0,
+                "decision_id": decision["decision_id"],
+            },
+            format="json",
+        )
+
+
+def test_one_click_turns_a_shadow_on_and_off_and_the_history_says_who(admin_page):
+    page = admin_page
+    page.goto("/admin/policies/")
+    row = page.locator("#policy-egreedy-v2")
+    switch = row.get_by_role("switch")
+    expect(switch).to_have_attribute("aria-checked", "false")
+    expect(row.get_by_role("cell", name="Active")).to_have_count(0)
+    expect(page.locator("#policy-egreedy-v1")).to_contain_text("Active")
+
+    switch.click()
+
+    expect(page.locator(".messagelist")).to_contain_text("Shadow egreedy-v2 is on")
+    switch = page.locator("#policy-egreedy-v2").get_by_role("switch")
+    expect(switch).to_have_attribute("aria-checked", "true")
+    assert Policy.objects.get(name="egreedy-v2").enabled
+    history = page.locator("#history")
+    expect(history).to_contain_text("shadow turned on")
+    expect(history).to_contain_text("ops")
+
+    switch.click()
+
+    expect(page.locator("#policy-egreedy-v2").get_by_role("switch")).to_have_attribute(
+        "aria-checked", "false"
+    )
+    assert not Policy.objects.get(name="egreedy-v2").enabled
+    expect(history.locator("tbody tr").first).to_contain_text("shadow turned off")
+    changes = PolicyChange.objects.filter(action=ChangeAction.TOGGLE)
+    assert [c.after["enabled"] for c in changes] == [False, True]  # newest first
+    assert {c.actor_name for c in changes} == {"ops"}
+
+    # Each entry links to a page of its own.
+    history.get_by_role("link", name=re.compile("^#")).first.click()
+    expect(page.locator("#content")).to_contain_text("Shadow toggled")
+
+
+def test_a_user_state_page_shows_theta_and_why_each_pick_won_and_resets(
+    admin_page,
+):
+    _score_and_reward("u-42")
+    page = admin_page
+    page.goto("/admin/policies/")
+    page.get_by_label("One user's state").fill("u-42")
+    page.get_by_role("button", name="Open").click()
+    page.get_by_role("link", name="u-42").click()
+
+    content = page.locator("#content")
+    expect(content).to_contain_text("Weights θ = A⁻¹b")
+    expect(content).to_contain_text("hour_sin")
+    why = page.locator(".oo-why")
+    expect(why).to_have_count(3)
+    expect(why.first).to_contain_text("Estimate θ·x")
+    expect(why.first.locator("tr.oo-picked")).to_have_count(1)
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Reset this user").click()
+
+    expect(page.locator(".messagelist")).to_contain_text("User u-42 reset")
+    assert not BanditState.objects.filter(user_id="u-42").exists()
+    assert not Decision.objects.filter(user_id="u-42").exists()
+    change = PolicyChange.objects.get(action=ChangeAction.RESET)
+    assert (change.actor_name, change.user_id) == ("ops", "u-42")
+    assert change.before["reward_count"] == 3
