@@ -21,6 +21,7 @@ from policies.serializers import (
     StatsOutputSerializer,
     record_serializer,
 )
+from profiles.services import profile_features_for_scoring
 
 ERROR = inline_serializer(
     "Error",
@@ -76,6 +77,7 @@ class ScoreApi(JsonApi):
             profile=data["profile_features"],
             rng=np.random.default_rng(),
             policy_name=name or self.policy_name,
+            stored_profile=profile_features_for_scoring,
         )
         return Response(decision_answer(decision))
 
