@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.db.models import Count, Q, Sum
+from django.utils import timezone
 
 from oo_ml.db import fetch_one
 from profiles import features, inference
@@ -103,7 +104,10 @@ def stored_features(*, user_id: str) -> tuple[dict, datetime] | None:
     row = fetch_one(_PROFILE_SQL, [user_id])
     if row is None:
         return None
-    return dict(zip(features.NAMES, row[:-1], strict=True)), row[-1]
+    computed_at = row[-1]
+    if timezone.is_naive(computed_at):  # SQLite: stored in UTC, read back naive
+        computed_at = timezone.make_aware(computed_at, UTC)
+    return dict(zip(features.NAMES, row[:-1], strict=True)), computed_at
 
 
 def profile_get(*, user_id: str) -> Profile | None:
