@@ -149,35 +149,30 @@ def gunicorn_url(transactional_db, registry):
 
 @pytest.fixture(scope="session")
 def chromium():
-    """Debian's Chromium, driven by Playwright (never a downloaded browser)."""
+    """Debian's Chromium driven by Playwright (which never downloads a browser)."""
     from playwright.sync_api import sync_playwright
 
-    # Playwright's sync API keeps an event loop running in this thread, so Django
-    # sees an async context; the tests' database calls are synchronous all the
-    # same. Set before any fixture that uses the database runs beside it.
+    # Playwright's sync API keeps an event loop in this thread; Django refuses
+    # database calls beside a running loop unless told they are safe, as they
+    # are here (the loop only talks to the browser).
     os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path="/usr/bin/chromium", headless=True
         )
-        try:
-            yield browser
-        finally:
-            browser.close()
+        yield browser
+        browser.close()
 
 
 @pytest.fixture
 def admin_page(chromium, live_server, staff_user):
-    """A browser page logged in to the admin as ``ops`` on the live server."""
-    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # see chromium
+    """A browser page logged in to the admin of a live server, as ``ops``."""
     context = chromium.new_context(base_url=live_server.url)
     page = context.new_page()
-    try:
-        page.goto("/admin/login/")
-        page.fill("#id_username", "ops")
-        page.fill("#id_password", "a-long-password")
-        page.click("input[type=submit]")
-        page.wait_for_url("**/admin/")
-        yield page
-    finally:
-        context.close()
+    page.goto("/admin/login/")
+    page.fill("#id_username", "ops")
+    page.fill("#id_password", "a-long-password")
+    page.click("input[type=submit]")
+    page.wait_for_url("**/admin/")
+    yield page
+    context.close()
