@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "oo_ml",
     "policies",
+    "profiles",
 ]
 
 MIDDLEWARE = [
@@ -123,6 +124,8 @@ MAX_CANDIDATES = env("OO_ML_MAX_CANDIDATES", 100)
 # A service token is re-checked against the database at most this often per process.
 TOKEN_CACHE_SECONDS = env("OO_ML_TOKEN_CACHE_SECONDS", 30.0)
 HISTORY_LIMIT = 100
+# A stored profile older than this is recomputed when read (SPEC section 6).
+PROFILE_TTL_SECONDS = env("OO_ML_PROFILE_TTL_SECONDS", 900)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -153,6 +156,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
         "data_folder_in": str(VAR_DIR / "broker"),
         "data_folder_out": str(VAR_DIR / "broker"),
         "processed_folder": str(VAR_DIR / "broker-processed"),
+        # Broadcasts (worker control) keep their exchange table here, not in
+        # the working directory.
+        "control_folder": str(VAR_DIR / "broker-control"),
         "store_processed": False,
     }
     if CELERY_BROKER_URL.startswith("filesystem")
@@ -163,6 +169,15 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env("CELERY_TASK_TIME_LIMIT", 1800)
 CELERY_TASK_SOFT_TIME_LIMIT = env("CELERY_TASK_SOFT_TIME_LIMIT", 1700)
+# Run by `celery -A oo_ml beat` (`make run` starts its worker with --beat). Every
+# half TTL it recomputes the profiles over half a TTL old, so a profile is
+# refreshed before it goes stale and /score seldom recomputes one itself.
+CELERY_BEAT_SCHEDULE = {
+    "refresh-stale-profiles": {
+        "task": "profiles.refresh_stale",
+        "schedule": PROFILE_TTL_SECONDS / 2,
+    }
+}
 
 LOGGING = {
     "version": 1,

@@ -24,6 +24,7 @@ from policies.serializers import (
     ToggleInput,
     record_serializer,
 )
+from profiles.services import profile_features_for_scoring
 
 ERROR = inline_serializer(
     "Error",
@@ -96,6 +97,7 @@ class ScoreApi(JsonApi):
             profile=data["profile_features"],
             rng=request_rng(),
             policy_name=name or self.policy_name,
+            stored_profile=profile_features_for_scoring,
         )
         return Response(decision_answer(decision))
 

@@ -17,6 +17,7 @@ LINUCB = "linucb"
 EGREEDY = "egreedy"
 ALGORITHMS = (LINUCB, EGREEDY)
 DIMENSIONS = (5, 7, 12)
+PROFILE_DIMENSION = 12  # the feature set that reads the user's profile
 
 FEATURE_LABELS = (
     "hour_sin",
@@ -111,7 +112,7 @@ def encode(
     if dimension >= 7:
         x[:, 5] = math.sin(_TWO_PI * day_of_week / 7.0)
         x[:, 6] = math.cos(_TWO_PI * day_of_week / 7.0)
-    if dimension == 12:
+    if dimension == PROFILE_DIMENSION:
         for i in range(n):
             x[i, 7:] = profile_block(profile, hour[i])
     return x

@@ -17,6 +17,7 @@ from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 
 from policies import bandits
+from profiles import features as profile_features
 
 MAX_REWARD = 1e6
 
@@ -176,17 +177,23 @@ class ContextField(RecordField):
     defaults = bandits.CONTEXT_DEFAULTS
 
 
+def profile_feature_field(feature: profile_features.Feature, **kwargs):
+    """The field of one registered profile feature: its type, range and help."""
+    kind = StrictIntegerField if feature.type is int else FiniteFloatField
+    return kind(
+        min_value=feature.minimum,
+        max_value=feature.maximum,
+        help_text=feature.description,
+        **kwargs,
+    )
+
+
 class ProfileFeaturesField(RecordField):
     """The five profile features; each may be null, unknown names are ignored."""
 
     items = {
-        "completion_rate_30d": FiniteFloatField(
-            min_value=0, max_value=1, allow_null=True
-        ),
-        "dismiss_rate_30d": FiniteFloatField(min_value=0, max_value=1, allow_null=True),
-        "mean_dwell_ms_30d": FiniteFloatField(min_value=0, allow_null=True),
-        "preferred_hour": hour_field(allow_null=True),
-        "tip_volume_30d": StrictIntegerField(min_value=0, allow_null=True),
+        feature.name: profile_feature_field(feature, allow_null=True)
+        for feature in profile_features.FEATURES
     }
 
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +17,8 @@ from django.utils import timezone
 
 from oo_ml.db import fetch_one, for_update, rows_insert
 from oo_ml.errors import Conflict, InvalidInput, NotFound
+from oo_ml.idempotency import fingerprint as request_fingerprint
+from oo_ml.idempotency import previous_or_conflict
 from oo_ml.models import uuid7
 from policies import bandits
 from policies.models import (
@@ -88,16 +88,30 @@ def decision_make(
     profile: Mapping[str, Any],
     rng: np.random.Generator,
     policy_name: str | None = None,
+    stored_profile: Callable[[str], Mapping[str, Any]] | None = None,
 ) -> Decision:
     """Pick a candidate and log the decision; answers the first policy's decision.
 
     Without ``policy_name`` the active policy decides and every enabled shadow
     decides too, on the same input, logged under the same request id. A shadow
     that fails is logged and skipped: it never fails the active answer.
+
+    ``profile`` is what the caller sent. When a policy that reads profile
+    features scores and the caller left some out, ``stored_profile(user_id)``
+    fills them in: the caller's values win name by name (a null they sent stays
+    null). It is not called otherwise, so a request no such policy scores costs
+    no profile read. The values used are logged with the decision.
     """
     # One cursor for the read and the insert (a cursor's set-up is not free).
     with connection.cursor() as cursor:
         states = scoring_states(user_id=user_id, policy_name=policy_name, cursor=cursor)
+        dimension = max(loaded.policy.dimension for loaded in states)
+        if (
+            stored_profile is not None
+            and dimension == bandits.PROFILE_DIMENSION
+            and not profile.keys() >= set(bandits.PROFILE_NAMES)
+        ):
+            profile = {**stored_profile(user_id), **profile}
         profile = {name: profile.get(name) for name in bandits.PROFILE_NAMES}
         hour = context["hour_of_day"]
         x_full = bandits.encode(
@@ -105,7 +119,7 @@ def decision_make(
             hours=[hour] * len(candidates),
             day_of_week=context["day_of_week"],
             profile=profile,
-            dimension=max(loaded.policy.dimension for loaded in states),
+            dimension=dimension,
         )
         request_id = uuid7()
         common = dict(
@@ -143,7 +157,7 @@ class RewardResult:
     cumulative_reward: float
 
 
-def _decision_vector(
+def decision_vector(
     *, decision_id: uuid.UUID, user_id: str, tip_id: str, policy_name: str | None
 ) -> tuple[Decision, list[float]]:
     """The vector logged for ``tip_id`` when ``decision_id`` was made."""
@@ -226,23 +240,16 @@ def _state_lock(
     return _LockedState(policy, state_id, a, b, reward_count, cumulative)
 
 
-def _fingerprint(**request: Any) -> str:
-    """A digest of everything a reward request says, to tell a replay from a reuse."""
-    canonical = json.dumps(request, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
 def _replay_or_conflict(*, event_id: str, fingerprint: str) -> RewardResult | None:
     """None if ``event_id`` is new; the earlier answer if this is the same request
     again; Conflict if the id was used for a different one."""
-    previous = Reward.objects.select_related("policy").filter(event_id=event_id).first()
+    previous = previous_or_conflict(
+        Reward.objects.select_related("policy"),
+        event_id=event_id,
+        fingerprint=fingerprint,
+    )
     if previous is None:
         return None
-    if previous.fingerprint != fingerprint:
-        raise Conflict(
-            f"Event {event_id!r} was already applied with other content.",
-            field="event_id",
-        )
     state = BanditState.objects.filter(
         policy=previous.policy, user_id=previous.user_id
     ).first()
@@ -279,7 +286,7 @@ def reward_apply(
     and the policy named (default: the active one) learns. A repeated ``event_id``
     changes nothing.
     """
-    fingerprint = _fingerprint(
+    fingerprint = request_fingerprint(
         user_id=user_id,
         tip_id=tip_id,
         reward=reward,
@@ -295,7 +302,7 @@ def reward_apply(
         return replay
     decision, x = None, None
     if decision_id is not None:
-        decision, vector = _decision_vector(
+        decision, vector = decision_vector(
             decision_id=decision_id,
             user_id=user_id,
             tip_id=tip_id,

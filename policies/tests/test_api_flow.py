@@ -8,7 +8,9 @@ from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from policies import bandits
 from policies.models import BanditState, Decision, Policy, Reward
+from policies.selectors import _SCORING_ACTIVE_AND_SHADOWS_SQL
 
 CANDIDATES = [
     {
@@ -305,9 +307,28 @@ def test_reset_clears_every_policy_state_and_history_but_keeps_the_reward_log(
 def test_score_costs_a_fixed_number_of_queries(api, django_assert_num_queries):
     score(api)  # warms the token cache
     enable("egreedy-v2")
-    # One read of the policies with this user's states, one insert of decisions.
+    # One read of the policies with this user's states, one insert of decisions;
+    # the D=12 shadow reads no stored profile when the caller sent all five.
     with django_assert_num_queries(2):
-        score(api)
+        score(api, profile_features=dict.fromkeys(bandits.PROFILE_NAMES))
+
+
+@pytest.mark.django_db
+def test_score_without_a_profile_policy_sends_exactly_the_two_statements(api):
+    score(api)  # warms the token cache
+    with CaptureQueriesContext(connection) as queries:
+        score(api)  # the active policy is D=7, no shadow is on, no profile sent
+    sql = [q["sql"] for q in queries]
+    assert len(sql) == 2, sql
+    read = _SCORING_ACTIVE_AND_SHADOWS_SQL % (
+        "'u1'",
+        "'active'",
+        "'shadow'",
+        "'active'",
+    )
+    assert sql[0] == read
+    assert sql[1].startswith('INSERT INTO "policies_decision" ')
+    assert not any("profiles_" in statement for statement in sql)
 
 
 @pytest.mark.django_db

@@ -1,0 +1,130 @@
+"""Reads: events counted per user, stored profiles, what is stale."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
+
+from oo_ml.db import fetch_one
+from profiles import features, inference
+from profiles.features import EventCounts
+from profiles.models import Event, Kind, Profile
+
+
+def window_start(now: datetime) -> datetime:
+    return now - timedelta(days=features.WINDOW_DAYS)
+
+
+def _counting() -> dict:
+    """The aggregates behind the five features, as conditional counts.
+
+    The same expressions serve one user (``aggregate``) and many (``annotate``
+    under GROUP BY user_id), so the two paths cannot disagree.
+    """
+    done = Q(kind=Kind.DONE)
+    counting = {kind: Count("id", filter=Q(kind=kind)) for kind in Kind.values}
+    counting["done_dwell_sum"] = Sum("dwell_ms", filter=done)
+    counting["done_dwell_count"] = Count("dwell_ms", filter=done)  # skips NULLs
+    for hour in range(features.HOURS):
+        counting[f"done_h{hour}"] = Count("id", filter=done & Q(hour_of_day=hour))
+    return counting
+
+
+_COUNTING = _counting()
+
+
+def _counts(row: dict) -> EventCounts:
+    return EventCounts(
+        served=row[inference.SERVED],
+        viewed=row[inference.VIEWED],
+        done=row[inference.DONE],
+        dismissed=row[inference.DISMISSED],
+        snoozed=row[inference.SNOOZED],
+        # SUM of a bigint is a numeric on PostgreSQL, NULL over no rows.
+        done_dwell_sum=int(row["done_dwell_sum"] or 0),
+        done_dwell_count=row["done_dwell_count"],
+        done_by_hour=tuple(row[f"done_h{hour}"] for hour in range(features.HOURS)),
+    )
+
+
+def event_counts(*, user_id: str, now: datetime) -> EventCounts:
+    """One user's counts over the window: one aggregate query."""
+    row = Event.objects.filter(
+        user_id=user_id, occurred_at__gte=window_start(now)
+    ).aggregate(**_COUNTING)
+    return _counts(row)
+
+
+def event_counts_many(
+    *, user_ids: Sequence[str], now: datetime
+) -> dict[str, EventCounts]:
+    """Many users' counts over the window: one query, grouped by user.
+
+    A user with no event in the window is absent from the answer.
+    """
+    rows = (
+        Event.objects.filter(user_id__in=user_ids, occurred_at__gte=window_start(now))
+        .values("user_id")
+        .annotate(**_COUNTING)
+        .order_by()
+    )
+    return {row["user_id"]: _counts(row) for row in rows}
+
+
+def event_kind_counts(*, user_id: str, now: datetime) -> dict[str, int]:
+    """Events by kind over the window, every kind present (the admin's table)."""
+    rows = (
+        Event.objects.filter(user_id=user_id, occurred_at__gte=window_start(now))
+        .values_list("kind")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    counts = dict.fromkeys(Kind.values, 0)
+    counts.update(dict(rows))
+    return counts
+
+
+def user_has_events(*, user_id: str) -> bool:
+    return Event.objects.filter(user_id=user_id).exists()
+
+
+_PROFILE = Profile._meta.db_table
+_FEATURE_COLUMNS = ", ".join(features.NAMES)
+# Read on /score for a policy that uses profiles: plain SQL (see oo_ml/db.py).
+_PROFILE_SQL = (
+    f"SELECT {_FEATURE_COLUMNS}, computed_at FROM {_PROFILE} WHERE user_id = %s"
+)
+
+
+def stored_features(*, user_id: str) -> tuple[dict, datetime] | None:
+    """The user's stored features and when they were computed, or None."""
+    row = fetch_one(_PROFILE_SQL, [user_id])
+    if row is None:
+        return None
+    computed_at = row[-1]
+    if timezone.is_naive(computed_at):  # SQLite: stored in UTC, read back naive
+        computed_at = timezone.make_aware(computed_at, UTC)
+    return dict(zip(features.NAMES, row[:-1], strict=True)), computed_at
+
+
+def profile_get(*, user_id: str) -> Profile | None:
+    return Profile.objects.filter(user_id=user_id).first()
+
+
+def stale_user_ids(*, now: datetime, older_than_seconds: float) -> list[str]:
+    """Users whose profile is older than ``older_than_seconds``, and users with
+    events in the window but no profile yet."""
+    stale = Profile.objects.filter(
+        computed_at__lt=now - timedelta(seconds=older_than_seconds)
+    ).values_list("user_id", flat=True)
+    unprofiled = (
+        Event.objects.filter(occurred_at__gte=window_start(now))
+        .exclude(user_id__in=Profile.objects.values("user_id"))
+        .values_list("user_id", flat=True)
+        .distinct()
+        .order_by()
+    )
+    return sorted({*stale, *unprofiled})

@@ -1,0 +1,336 @@
+"""Writes: events (and the rewards they imply) and profiles."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from oo_ml.db import rows_insert
+from oo_ml.errors import NotFound
+from oo_ml.idempotency import fingerprint, previous_or_conflict
+from policies.models import Reward
+from policies.services import decision_vector, reward_apply
+from profiles import features, inference, selectors
+from profiles.models import Event, Profile
+
+# --- events -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EventResult:
+    id: uuid.UUID
+    event_id: str | None
+    kind: str
+    decision_id: uuid.UUID | None
+    stored: bool
+    replayed: bool
+    reward: float | None
+    trained: str | None  # the policy that learned from it
+    reason: str
+
+
+def reward_event_id(event_id: uuid.UUID) -> str:
+    """The event id of the reward an event implies.
+
+    Derived from the event's own primary key, not the caller's event_id: every
+    rewarded event has one (the caller's id is optional), it is unique by
+    construction, and the namespace keeps it apart from ids callers send to
+    /reward. Replays never reach reward_apply (the event's unique event_id stops
+    them first); this id links the reward back to its event and would stop a
+    second application all the same.
+    """
+    return f"event:{event_id}"
+
+
+def _event_fingerprint(
+    *,
+    user_id: str,
+    tip_id: str,
+    kind: str,
+    dwell_ms: int | None,
+    decision_id: uuid.UUID | None,
+    occurred_at: datetime | None,
+    hour_of_day: int | None,
+) -> str:
+    # What the caller sent, not the defaults filled in: a replay that leaves
+    # occurred_at out again is the same request.
+    return fingerprint(
+        user_id=user_id,
+        tip_id=tip_id,
+        kind=kind,
+        dwell_ms=dwell_ms,
+        decision_id=decision_id,
+        occurred_at=None if occurred_at is None else occurred_at.isoformat(),
+        hour_of_day=hour_of_day,
+    )
+
+
+def _event_build(
+    *,
+    user_id: str,
+    tip_id: str,
+    kind: str,
+    dwell_ms: int | None = None,
+    decision_id: uuid.UUID | None = None,
+    event_id: str | None = None,
+    occurred_at: datetime | None = None,
+    hour_of_day: int | None = None,
+    now: datetime | None = None,
+) -> Event:
+    digest = _event_fingerprint(
+        user_id=user_id,
+        tip_id=tip_id,
+        kind=kind,
+        dwell_ms=dwell_ms,
+        decision_id=decision_id,
+        occurred_at=occurred_at,
+        hour_of_day=hour_of_day,
+    )
+    occurred = occurred_at or now or timezone.now()
+    return Event(
+        user_id=user_id,
+        tip_id=tip_id,
+        kind=kind,
+        dwell_ms=dwell_ms,
+        decision_id=decision_id,
+        event_id=event_id,
+        fingerprint=digest,
+        occurred_at=occurred,
+        # The hour as the caller wrote occurred_at (their local time if they
+        # gave an offset), UTC when they left it out.
+        hour_of_day=occurred.hour if hour_of_day is None else hour_of_day,
+    )
+
+
+def _reason(event: Event, rule: inference.Rule | None, trained: str | None) -> str:
+    if rule is None:
+        return f"A {event.kind} event carries no reward."
+    if event.decision_id is None:
+        return "No decision_id: stored for the profile, no decision to learn from."
+    return f"{rule.label}: {rule.reward:+g} to {trained}."
+
+
+def _replay_result(event: Event) -> EventResult:
+    rule = inference.reward_rule(event.kind, event.dwell_ms)
+    reward = (
+        Reward.objects.select_related("policy")
+        .filter(event_id=reward_event_id(event.id))
+        .first()
+    )
+    trained = reward.policy.name if reward else None
+    return EventResult(
+        id=event.id,
+        event_id=event.event_id,
+        kind=event.kind,
+        decision_id=event.decision_id,
+        stored=True,
+        replayed=True,
+        reward=reward.reward if reward else None,
+        trained=trained,
+        reason=_reason(event, rule, trained),
+    )
+
+
+def event_record(
+    *,
+    user_id: str,
+    tip_id: str,
+    kind: str,
+    dwell_ms: int | None = None,
+    decision_id: uuid.UUID | None = None,
+    event_id: str | None = None,
+    occurred_at: datetime | None = None,
+    hour_of_day: int | None = None,
+) -> EventResult:
+    """Store one reaction and apply the reward it implies, together or not at all.
+
+    done, dismissed and snoozed with a ``decision_id`` train the policy that made
+    the decision, on the vector it logged (``policies.services.reward_apply``).
+    Without a decision the event only counts for the profile. A repeated
+    ``event_id`` with the same content changes nothing; with other content it
+    is a Conflict.
+    """
+    event = _event_build(
+        user_id=user_id,
+        tip_id=tip_id,
+        kind=kind,
+        dwell_ms=dwell_ms,
+        decision_id=decision_id,
+        event_id=event_id,
+        occurred_at=occurred_at,
+        hour_of_day=hour_of_day,
+    )
+    if event_id is not None and (
+        previous := previous_or_conflict(
+            Event.objects, event_id=event_id, fingerprint=event.fingerprint
+        )
+    ):
+        return _replay_result(previous)
+    rule = inference.reward_rule(kind, dwell_ms)
+    trains = rule is not None and decision_id is not None
+    if decision_id is not None and not trains:
+        # reward_apply checks the decision for rewarded kinds; check it for the
+        # others too: it exists, is this user's, and offered this tip.
+        decision_vector(
+            decision_id=decision_id, user_id=user_id, tip_id=tip_id, policy_name=None
+        )
+    trained = None
+    try:
+        with transaction.atomic():
+            # The event first: a concurrent post of the same event_id waits on
+            # this row's unique index entry, then fails, and replays below.
+            rows_insert([event])
+            if trains:
+                result = reward_apply(
+                    user_id=user_id,
+                    tip_id=tip_id,
+                    reward=rule.reward,
+                    features={},
+                    day_of_week=0,
+                    profile={},
+                    decision_id=decision_id,
+                    event_id=reward_event_id(event.id),
+                )
+                trained = result.policy
+    except IntegrityError:
+        if event_id is None or not (
+            previous := previous_or_conflict(
+                Event.objects, event_id=event_id, fingerprint=event.fingerprint
+            )
+        ):
+            raise
+        return _replay_result(previous)
+    return EventResult(
+        id=event.id,
+        event_id=event_id,
+        kind=kind,
+        decision_id=decision_id,
+        stored=True,
+        replayed=False,
+        reward=rule.reward if trains else None,
+        trained=trained,
+        reason=_reason(event, rule, trained),
+    )
+
+
+def events_record_bulk(
+    events: Iterable[Mapping[str, Any]], *, batch_size: int = 5000
+) -> int:
+    """Store many events at once (the simulator's path); answers how many.
+
+    Each mapping takes ``event_record``'s arguments. No rewards are inferred
+    and no replay is checked: the caller owns both (the simulator trains its
+    own state). An event_id already stored fails the whole batch.
+    """
+    now = timezone.now()
+    rows = [_event_build(now=now, **event) for event in events]
+    Event.objects.bulk_create(rows, batch_size=batch_size)
+    return len(rows)
+
+
+# --- profiles -----------------------------------------------------------------
+
+_UPDATE_FIELDS = [
+    *features.NAMES,
+    "done_30d",
+    "dismissed_30d",
+    "computed_at",
+    "updated_at",
+]
+
+
+def _profile_build(
+    *, user_id: str, counts: features.EventCounts, now: datetime
+) -> Profile:
+    return Profile(
+        user_id=user_id,
+        done_30d=counts.done,
+        dismissed_30d=counts.dismissed,
+        computed_at=now,
+        **features.compute(counts),
+    )
+
+
+def _profiles_upsert(profiles: Sequence[Profile]) -> None:
+    Profile.objects.bulk_create(
+        profiles,
+        update_conflicts=True,
+        unique_fields=["user_id"],
+        update_fields=_UPDATE_FIELDS,
+    )
+
+
+def profile_refresh(*, user_id: str, now: datetime | None = None) -> Profile:
+    """Compute one user's features now and store them: two statements."""
+    now = now or timezone.now()
+    counts = selectors.event_counts(user_id=user_id, now=now)
+    profile = _profile_build(user_id=user_id, counts=counts, now=now)
+    _profiles_upsert([profile])
+    return profile
+
+
+def profiles_refresh(
+    *, user_ids: Iterable[str], now: datetime | None = None, chunk_size: int = 2000
+) -> int:
+    """Compute and store many users' features: two statements per chunk."""
+    now = now or timezone.now()
+    ids = list(dict.fromkeys(user_ids))
+    for start in range(0, len(ids), chunk_size):
+        chunk = ids[start : start + chunk_size]
+        counts = selectors.event_counts_many(user_ids=chunk, now=now)
+        empty = features.EventCounts()
+        _profiles_upsert(
+            [
+                _profile_build(user_id=u, counts=counts.get(u, empty), now=now)
+                for u in chunk
+            ]
+        )
+    return len(ids)
+
+
+def profiles_refresh_stale(
+    *, older_than_seconds: float | None = None, now: datetime | None = None
+) -> int:
+    """Refresh every profile older than ``older_than_seconds`` (default: the
+    TTL), and profile the users who have events but no profile yet; answers how
+    many."""
+    now = now or timezone.now()
+    if older_than_seconds is None:
+        older_than_seconds = settings.PROFILE_TTL_SECONDS
+    user_ids = selectors.stale_user_ids(now=now, older_than_seconds=older_than_seconds)
+    return profiles_refresh(user_ids=user_ids, now=now)
+
+
+def profile_get_fresh(*, user_id: str) -> Profile:
+    """The user's profile, refreshed first if older than the TTL.
+
+    NotFound for a user never seen: no profile and no event at all.
+    """
+    profile = selectors.profile_get(user_id=user_id)
+    if profile is None and not selectors.user_has_events(user_id=user_id):
+        raise NotFound(f"User {user_id!r} has no events.", field="user_id")
+    if profile is None or profile.is_stale(ttl_seconds=settings.PROFILE_TTL_SECONDS):
+        profile = profile_refresh(user_id=user_id)
+    return profile
+
+
+def profile_features_for_scoring(user_id: str) -> dict[str, float | int | None]:
+    """The stored features /score feeds a profile policy, refreshed if stale.
+
+    One read when fresh; a user with no profile yet gets one computed and stored
+    (all null and zero without events), so the next request is one read again.
+    """
+    stored = selectors.stored_features(user_id=user_id)
+    if stored is not None:
+        values, computed_at = stored
+        age = (timezone.now() - computed_at).total_seconds()
+        if age <= settings.PROFILE_TTL_SECONDS:
+            return values
+    return profile_refresh(user_id=user_id).features
