@@ -254,4 +254,6 @@ class PolicyChange(CreatedModel):
                 f"user {self.user_id} reset: state of {learned} rewards and "
                 f"{self.before.get('decisions', 0)} decisions cleared"
             )
-        return f"role {self.before.get('role')} → {self.after.get('role')}"
+        if self.action == ChangeAction.PROMOTE:
+            return f"promoted to active; {self.before.get('active')} became a shadow"
+        return f"active again (rollback); {self.before.get('active')} became a shadow"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -424,6 +425,125 @@ def policy_toggle(
         policy.enabled = new
         policy.save(update_fields=["enabled", "updated_at"])
     return policy
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """A finished simulation that ran a shadow beside the active policy (SPEC §7)."""
+
+    run_id: str
+    shadow: str
+    active: str
+    shadow_mean_reward: float
+    active_mean_reward: float
+    seed: int
+    finished_at: str
+
+
+def _roles_swap(*, up: Policy, down: Policy) -> None:
+    """``up`` becomes active, ``down`` a shadow with its switch off, at once.
+
+    The old active steps down first: the database allows one active policy at
+    any moment, even inside a transaction.
+    """
+    down.role, down.enabled = Role.SHADOW, False
+    down.save(update_fields=["role", "enabled", "updated_at"])
+    up.role, up.enabled = Role.ACTIVE, False
+    up.save(update_fields=["role", "enabled", "updated_at"])
+
+
+def _policies_lock() -> dict[str, Policy]:
+    """Every policy, locked in one order (by id), so two admins cannot interleave."""
+    return {p.name: p for p in Policy.objects.select_for_update().order_by("id")}
+
+
+@transaction.atomic
+def policy_promote(
+    *, name: str, actor: AbstractBaseUser | None, evidence: Evidence | None
+) -> Policy:
+    """Make shadow ``name`` the active policy, if the evidence allows (SPEC §7).
+
+    The evidence must be a finished simulation of this shadow beside the current
+    active policy in which the shadow's mean reward is at least the active's.
+    Both keep their per-user state. Recorded with the evidence.
+    """
+    policies = _policies_lock()
+    shadow = policies.get(name)
+    if shadow is None:
+        raise NotFound(f"No policy named {name!r}.", field="name")
+    active = next((p for p in policies.values() if p.role == Role.ACTIVE), None)
+    if shadow.role != Role.SHADOW:
+        raise Conflict(f"{name} is {shadow.role}: only a shadow can be promoted.")
+    if active is None:
+        raise Conflict("No policy is active: there is nothing to compare with.")
+    refusal = promotion_refusal(shadow=name, active=active.name, evidence=evidence)
+    if refusal:
+        raise Conflict(refusal, field="name")
+    _roles_swap(up=shadow, down=active)
+    _change_record(
+        action=ChangeAction.PROMOTE,
+        policy=shadow,
+        actor=actor,
+        before={"role": Role.SHADOW, "active": active.name},
+        after={"role": Role.ACTIVE, "shadow": active.name},
+        evidence=dataclasses.asdict(evidence),
+    )
+    return shadow
+
+
+def promotion_refusal(
+    *, shadow: str, active: str, evidence: Evidence | None
+) -> str | None:
+    """Why ``shadow`` may not replace ``active`` on this evidence; None if it may."""
+    if evidence is None or {evidence.shadow, evidence.active} != {shadow, active}:
+        return (
+            f"No finished simulation ran {shadow} beside the active policy "
+            f"{active}: run one first."
+        )
+    if evidence.shadow_mean_reward < evidence.active_mean_reward:
+        return (
+            f"In simulation {evidence.run_id}, {shadow} earned a mean reward of "
+            f"{evidence.shadow_mean_reward:.4f}, below {active}'s "
+            f"{evidence.active_mean_reward:.4f}."
+        )
+    return None
+
+
+@transaction.atomic
+def policy_rollback(*, actor: AbstractBaseUser | None) -> Policy:
+    """Undo the latest promotion: its previous active policy is active again.
+
+    Refused when there is nothing to undo, or when the active policy has changed
+    since that promotion (roll back the later change first).
+    """
+    policies = _policies_lock()
+    latest = (
+        PolicyChange.objects.filter(
+            action__in=[ChangeAction.PROMOTE, ChangeAction.ROLLBACK]
+        )
+        .select_related("policy")
+        .first()
+    )
+    if latest is None or latest.action != ChangeAction.PROMOTE:
+        raise Conflict("There is no promotion to roll back.")
+    promoted = policies[latest.policy.name]
+    previous = policies.get(latest.before["active"])
+    if promoted.role != Role.ACTIVE or previous is None:
+        raise Conflict(
+            f"{promoted.name} is no longer the active policy: the promotion of "
+            f"{latest.created_at:%Y-%m-%d %H:%M} cannot be rolled back."
+        )
+    was = previous.role
+    _roles_swap(up=previous, down=promoted)
+    _change_record(
+        action=ChangeAction.ROLLBACK,
+        policy=previous,
+        actor=actor,
+        before={"role": was, "active": promoted.name},
+        after={"role": Role.ACTIVE, "shadow": promoted.name},
+        evidence={"undoes": str(latest.id)},
+    )
+    return previous
 
 
 @dataclass(frozen=True, slots=True)
