@@ -212,12 +212,16 @@ class BanditStateAdmin(ReadOnlyAdmin):
         state = get_object_or_404(BanditState, pk=object_id)
         if not request.user.has_perm("policies.delete_banditstate"):
             raise PermissionDenied
-        result = services.user_reset(user_id=state.user_id, actor=request.user)
-        self.message_user(
-            request,
-            f"User {result.user_id} reset: {result.states_deleted} states and "
-            f"{result.decisions_deleted} decisions cleared.",
-        )
+        try:
+            result = services.user_reset(user_id=state.user_id, actor=request.user)
+        except DomainError as error:  # say, another admin reset them just now
+            self.message_user(request, error.detail, messages.ERROR)
+        else:
+            self.message_user(
+                request,
+                f"User {result.user_id} reset: {result.states_deleted} states and "
+                f"{result.decisions_deleted} decisions cleared.",
+            )
         return HttpResponseRedirect(
             reverse("admin:policies_banditstate_changelist") + f"?q={state.user_id}"
         )
