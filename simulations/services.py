@@ -208,17 +208,23 @@ def _event_columns(
 
 
 def events_write(
-    *, run_id: uuid.UUID, policy_names: Sequence[str], events: engine.Events
+    *,
+    run_id: uuid.UUID,
+    policy_names: Sequence[str],
+    events: engine.Events,
+    method: str | None = None,
 ) -> int:
     """Append a chunk's events: COPY on PostgreSQL, large INSERTs elsewhere.
 
     Call it inside the chunk's transaction. Answers the number of rows written.
+    ``method`` ("copy" or "insert") overrides the choice, for tests.
     """
     if not len(events):
         return 0
     columns = _event_columns(run_id=run_id, policy_names=policy_names, events=events)
     table = RunEvent._meta.db_table
-    if connection.vendor == "postgresql":
+    method = method or ("copy" if connection.vendor == "postgresql" else "insert")
+    if method == "copy":
         sql = f"COPY {table} ({', '.join(_EVENT_COLUMNS)}) FROM STDIN"
         # psycopg's own cursor has COPY; Django's wraps it.
         with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
