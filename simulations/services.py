@@ -330,9 +330,15 @@ def run_chunk_execute(*, run_id: uuid.UUID, chunk_index: int) -> ChunkResult:
             storage_seconds=F("storage_seconds") + chunk.storage_seconds,
             updated_at=timezone.now(),
         )
-    return ChunkResult(
-        chunk_index, True, written, chunk.engine_seconds, chunk.storage_seconds
+    # The commit is where PostgreSQL finishes taking the COPY in (about half of
+    # the storage time): add it to the timings once it is done.
+    committing = time.perf_counter() - simulated - chunk.storage_seconds
+    storage = chunk.storage_seconds + committing
+    RunChunk.objects.filter(pk=chunk.pk).update(storage_seconds=storage)
+    Run.objects.filter(pk=run.pk).update(
+        storage_seconds=F("storage_seconds") + committing
     )
+    return ChunkResult(chunk_index, True, written, chunk.engine_seconds, storage)
 
 
 def run_fail(*, run_id: uuid.UUID, reason: str) -> bool:
