@@ -73,22 +73,19 @@ def _profile_into(x: np.ndarray, profile: Sequence, hour) -> None:
     """Features 7-11 (SPEC section 3) into ``x[..., 7:12]``; NaN marks a null,
     which takes its neutral value. ``profile`` holds five scalars or arrays and
     ``hour`` one, each broadcasting to ``x.shape[:-1]``."""
-    completion, dismiss, dwell, preferred, volume = profile
-    x[..., 7] = np.where(np.isnan(completion), 0.0, completion)
-    x[..., 8] = np.where(np.isnan(dismiss), 0.0, dismiss)
-    known = ~np.isnan(dwell)
-    x[..., 9] = np.where(
-        known, np.clip(np.where(known, dwell, 0.0) / _DWELL_SCALE_MS, 0.0, 1.0), 0.0
+    values = np.array(profile, dtype=float)
+    null = np.isnan(values)
+    # A null rate, dwell or volume is neutral at 0, which is what their formulas
+    # give for 0: put 0 in. The hour alignment's neutral value is set apart.
+    values[null] = 0.0
+    completion, dismiss, dwell, preferred, volume = values
+    x[..., 7] = completion
+    x[..., 8] = dismiss
+    x[..., 9] = np.minimum(np.maximum(dwell / _DWELL_SCALE_MS, 0.0), 1.0)
+    x[..., 10] = np.where(
+        null[3], 0.5, (np.cos(_TWO_PI * (preferred - hour) / 24.0) + 1.0) / 2.0
     )
-    known = ~np.isnan(preferred)
-    offset = _TWO_PI * (np.where(known, preferred, 0.0) - hour) / 24.0
-    x[..., 10] = np.where(known, (np.cos(offset) + 1.0) / 2.0, 0.5)
-    known = ~np.isnan(volume)
-    x[..., 11] = np.where(
-        known,
-        np.clip(np.log1p(np.where(known, volume, 0.0)) / _LOG1P_100, 0.0, 1.0),
-        0.0,
-    )
+    x[..., 11] = np.minimum(np.maximum(np.log1p(volume) / _LOG1P_100, 0.0), 1.0)
 
 
 def _encode_into(
@@ -235,13 +232,15 @@ def _linucb_terms(
 def _first_max(values: np.ndarray) -> np.ndarray:
     """Index of the first maximum along the last axis, within TIE_TOLERANCE."""
     top = values.max(axis=-1, keepdims=True)
-    tolerance = TIE_TOLERANCE * np.maximum(1.0, np.abs(top))
-    return np.argmax(values >= top - tolerance, axis=-1)
+    return (values >= top - TIE_TOLERANCE * np.maximum(1.0, np.abs(top))).argmax(
+        axis=-1
+    )
 
 
 def _egreedy_propensity(epsilon: float, n: int, greedy):
-    """(1 - epsilon) + epsilon/N for the greedy candidate, epsilon/N otherwise."""
-    return epsilon / n + np.where(greedy, 1.0 - epsilon, 0.0)
+    """(1 - epsilon) + epsilon/N for the greedy candidate, epsilon/N otherwise;
+    ``greedy`` is a bool or a bool array."""
+    return epsilon / n + (1.0 - epsilon) * greedy
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,7 +323,7 @@ def egreedy_choose(
     greedy = first_max(estimates)
     exploring = bool(rng.random() < epsilon)
     index = int(rng.integers(n)) if exploring else greedy
-    propensity = float(_egreedy_propensity(epsilon, n, index == greedy))
+    propensity = _egreedy_propensity(epsilon, n, index == greedy)
     return Choice(
         index, float(estimates[index]), propensity, exploring, estimates, None
     )
