@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "oo_ml",
     "policies",
     "profiles",
+    "simulations",
 ]
 
 MIDDLEWARE = [

@@ -50,6 +50,9 @@ PROFILE_NAMES = (
 )
 
 _TWO_PI = 2.0 * math.pi
+# Candidates that tie exactly in real arithmetic can differ in the last bit after
+# a solve; values within this (relative) tolerance of the top count as tied.
+TIE_TOLERANCE = 1e-12
 _DWELL_SCALE_MS = 600_000.0
 _LOG1P_100 = math.log1p(100.0)
 
@@ -58,26 +61,64 @@ def feature_labels(dimension: int) -> tuple[str, ...]:
     return FEATURE_LABELS[:dimension]
 
 
+def _profile_values(profile: Mapping[str, float | None]) -> tuple[float, ...]:
+    """The five profile features in ``PROFILE_NAMES`` order, NaN for a null."""
+    return tuple(
+        math.nan if (value := profile.get(name)) is None else float(value)
+        for name in PROFILE_NAMES
+    )
+
+
+def _profile_into(x: np.ndarray, profile: Sequence, hour) -> None:
+    """Features 7-11 (SPEC section 3) into ``x[..., 7:12]``; NaN marks a null,
+    which takes its neutral value. ``profile`` holds five scalars or arrays and
+    ``hour`` one, each broadcasting to ``x.shape[:-1]``."""
+    values = np.array(profile, dtype=float)
+    null = np.isnan(values)
+    # A null rate, dwell or volume is neutral at 0, which is what their formulas
+    # give for 0: put 0 in. The hour alignment's neutral value is set apart.
+    values[null] = 0.0
+    completion, dismiss, dwell, preferred, volume = values
+    x[..., 7] = completion
+    x[..., 8] = dismiss
+    x[..., 9] = np.minimum(np.maximum(dwell / _DWELL_SCALE_MS, 0.0), 1.0)
+    x[..., 10] = np.where(
+        null[3], 0.5, (np.cos(_TWO_PI * (preferred - hour) / 24.0) + 1.0) / 2.0
+    )
+    x[..., 11] = np.minimum(np.maximum(np.log1p(volume) / _LOG1P_100, 0.0), 1.0)
+
+
+def _encode_into(
+    x: np.ndarray, *, hour, day_of_week, overdue, age, priority, profile
+) -> None:
+    """Fill ``x`` (shape (..., D)) by SPEC section 3: the one copy of the formulas,
+    shared by ``encode`` and ``encode_batch``. Every input broadcasts to
+    ``x.shape[:-1]``; ``profile`` is five values with NaN for a null."""
+    dimension = x.shape[-1]
+    angle = _TWO_PI * hour / 24.0
+    x[..., 0] = np.sin(angle)
+    x[..., 1] = np.cos(angle)
+    x[..., 2] = overdue
+    x[..., 3] = np.clip(age / 30.0, 0.0, 1.0)
+    x[..., 4] = (priority - 1.0) / 3.0
+    if dimension >= 7:
+        angle = _TWO_PI * day_of_week / 7.0
+        x[..., 5] = np.sin(angle)
+        x[..., 6] = np.cos(angle)
+    if dimension == PROFILE_DIMENSION:
+        _profile_into(x, profile, hour)
+
+
 def profile_block(profile: Mapping[str, float | None], hour: float) -> np.ndarray:
     """Features 7-11 (SPEC section 3): nulls map to their neutral values."""
-    completion = profile.get("completion_rate_30d")
-    dismiss = profile.get("dismiss_rate_30d")
-    dwell = profile.get("mean_dwell_ms_30d")
-    preferred = profile.get("preferred_hour")
-    volume = profile.get("tip_volume_30d")
-    return np.array(
-        [
-            0.0 if completion is None else float(completion),
-            0.0 if dismiss is None else float(dismiss),
-            0.0 if dwell is None else min(max(dwell / _DWELL_SCALE_MS, 0.0), 1.0),
-            0.5
-            if preferred is None
-            else (math.cos(_TWO_PI * (preferred - hour) / 24.0) + 1.0) / 2.0,
-            0.0
-            if volume is None
-            else min(max(math.log1p(volume) / _LOG1P_100, 0.0), 1.0),
-        ]
-    )
+    x = np.empty(PROFILE_DIMENSION)
+    _profile_into(x, _profile_values(profile), float(hour))
+    return x[7:]
+
+
+def _check_dimension(dimension: int) -> None:
+    if dimension not in DIMENSIONS:
+        raise ValueError(f"dimension must be one of {DIMENSIONS}, not {dimension}")
 
 
 def encode(
@@ -94,27 +135,58 @@ def encode(
     defaults); ``hours[i]`` is the hour used for candidate i (the context hour at
     /score, the candidate's own hour when a reward is rebuilt from its body).
     """
-    if dimension not in DIMENSIONS:
-        raise ValueError(f"dimension must be one of {DIMENSIONS}, not {dimension}")
+    _check_dimension(dimension)
     n = len(features)
-    hour = np.asarray(hours, dtype=float).reshape(n)
     get = [(f.get if f else {}.get) for f in features]
-    overdue = np.array([bool(g("is_overdue", False)) for g in get], dtype=float)
-    age = np.array([g("task_age_days", 0.0) for g in get], dtype=float)
-    priority = np.array([g("priority", 1) for g in get], dtype=float)
-
     x = np.empty((n, dimension))
-    x[:, 0] = np.sin(_TWO_PI * hour / 24.0)
-    x[:, 1] = np.cos(_TWO_PI * hour / 24.0)
-    x[:, 2] = overdue
-    x[:, 3] = np.clip(age / 30.0, 0.0, 1.0)
-    x[:, 4] = (priority - 1.0) / 3.0
-    if dimension >= 7:
-        x[:, 5] = math.sin(_TWO_PI * day_of_week / 7.0)
-        x[:, 6] = math.cos(_TWO_PI * day_of_week / 7.0)
-    if dimension == PROFILE_DIMENSION:
-        for i in range(n):
-            x[i, 7:] = profile_block(profile, hour[i])
+    _encode_into(
+        x,
+        hour=np.asarray(hours, dtype=float).reshape(n),
+        day_of_week=float(day_of_week),
+        overdue=np.array([bool(g("is_overdue", False)) for g in get], dtype=float),
+        age=np.array([g("task_age_days", 0.0) for g in get], dtype=float),
+        priority=np.array([g("priority", 1) for g in get], dtype=float),
+        profile=_profile_values(profile) if dimension == PROFILE_DIMENSION else (),
+    )
+    return x
+
+
+def encode_batch(
+    *,
+    hours: np.ndarray,
+    day_of_week: np.ndarray,
+    is_overdue: np.ndarray,
+    task_age_days: np.ndarray,
+    priority: np.ndarray,
+    profile: Mapping[str, np.ndarray] | None,
+    dimension: int,
+) -> np.ndarray:
+    """``encode`` for B users at once: a (B, N, dimension) array.
+
+    The candidates' features are (B, N) arrays (no defaults to fill in: the
+    caller has them all); ``hours`` and ``day_of_week`` are each user's context,
+    shape (B,), the hour applying to every candidate as at /score. ``profile``
+    maps each of ``PROFILE_NAMES`` to a (B,) float array, NaN for a null; only
+    a D=12 encoding reads it.
+    """
+    _check_dimension(dimension)
+    overdue = np.asarray(is_overdue, dtype=float)
+    b, n = overdue.shape
+    x = np.empty((b, n, dimension))
+    _encode_into(
+        x,
+        hour=np.asarray(hours, dtype=float).reshape(b, 1),
+        day_of_week=np.asarray(day_of_week, dtype=float).reshape(b, 1),
+        overdue=overdue,
+        age=np.asarray(task_age_days, dtype=float),
+        priority=np.asarray(priority, dtype=float),
+        profile=()
+        if dimension != PROFILE_DIMENSION
+        else tuple(
+            np.asarray(profile[name], dtype=float).reshape(b, 1)
+            for name in PROFILE_NAMES
+        ),
+    )
     return x
 
 
@@ -123,9 +195,52 @@ def initial_state(dimension: int) -> tuple[np.ndarray, np.ndarray]:
     return np.eye(dimension), np.zeros(dimension)
 
 
+def initial_state_batch(users: int, dimension: int) -> tuple[np.ndarray, np.ndarray]:
+    """``users`` fresh bandits: A (users, D, D) identities, b (users, D) zeros."""
+    a = np.zeros((users, dimension, dimension))
+    a[:, np.arange(dimension), np.arange(dimension)] = 1.0
+    return a, np.zeros((users, dimension))
+
+
 def theta(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """theta = A^-1 b, by solving rather than inverting."""
     return np.linalg.solve(a, b)
+
+
+# The single-user functions and their batched forms (leading axis: users) share
+# the helpers below, so both compute every number with the same formulas.
+
+
+def _estimates(a: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """theta . x for every candidate: x (..., N, D) -> (..., N)."""
+    return (x @ np.linalg.solve(a, b[..., None]))[..., 0]
+
+
+def _linucb_terms(
+    a: np.ndarray, b: np.ndarray, x: np.ndarray, alpha: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """theta . x and alpha sqrt(x^T A^-1 x) for every candidate, (..., N) each."""
+    # One solve serves both terms: A^-1 [b | x_1 .. x_N].
+    solved = np.linalg.solve(
+        a, np.concatenate((b[..., None], np.swapaxes(x, -1, -2)), -1)
+    )
+    estimates = (x @ solved[..., :1])[..., 0]
+    variances = np.einsum("...ij,...ji->...i", x, solved[..., 1:])
+    return estimates, alpha * np.sqrt(np.maximum(variances, 0.0))
+
+
+def _first_max(values: np.ndarray) -> np.ndarray:
+    """Index of the first maximum along the last axis, within TIE_TOLERANCE."""
+    top = values.max(axis=-1, keepdims=True)
+    return (values >= top - TIE_TOLERANCE * np.maximum(1.0, np.abs(top))).argmax(
+        axis=-1
+    )
+
+
+def _egreedy_propensity(epsilon: float, n: int, greedy):
+    """(1 - epsilon) + epsilon/N for the greedy candidate, epsilon/N otherwise;
+    ``greedy`` is a bool or a bool array."""
+    return epsilon / n + (1.0 - epsilon) * greedy
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,29 +255,58 @@ class Choice:
     bonuses: np.ndarray | None  # LinUCB confidence bonus per candidate, else None
 
 
+@dataclass(frozen=True, slots=True)
+class BatchChoice:
+    """One policy's picks for B users at once: ``Choice``'s fields as arrays."""
+
+    index: np.ndarray  # (B,) int
+    score: np.ndarray  # (B,)
+    propensity: np.ndarray  # (B,)
+    exploring: np.ndarray  # (B,) bool
+    estimates: np.ndarray  # (B, N)
+    bonuses: np.ndarray | None  # (B, N) for LinUCB, else None
+
+
 def first_max(values: np.ndarray) -> int:
     """Index of the first maximum, counting values within rounding of it as tied.
 
     Candidates that tie exactly in real arithmetic can differ in the last bit
     after a solve; the first in request order must still win (SPEC section 4).
     """
-    top = values.max()
-    tolerance = 1e-12 * max(1.0, abs(top))
-    return int(np.flatnonzero(values >= top - tolerance)[0])
+    return int(_first_max(values))
+
+
+def first_max_batch(values: np.ndarray) -> np.ndarray:
+    """``first_max`` of every row of a (B, N) array: (B,) indices."""
+    return _first_max(values)
 
 
 def linucb_choose(
     a: np.ndarray, b: np.ndarray, x: np.ndarray, *, alpha: float = 1.0
 ) -> Choice:
     """argmax theta.x + alpha sqrt(x^T A^-1 x); the first candidate wins ties."""
-    # One solve serves both terms: A^-1 [b | x_1 .. x_N].
-    solved = np.linalg.solve(a, np.column_stack((b, x.T)))
-    estimates = x @ solved[:, 0]
-    variances = np.einsum("ij,ji->i", x, solved[:, 1:])
-    bonuses = alpha * np.sqrt(np.maximum(variances, 0.0))
+    estimates, bonuses = _linucb_terms(a, b, x, alpha)
     ucb = estimates + bonuses
     index = first_max(ucb)
     return Choice(index, float(ucb[index]), 1.0, False, estimates, bonuses)
+
+
+def linucb_choose_batch(
+    a: np.ndarray, b: np.ndarray, x: np.ndarray, *, alpha: float = 1.0
+) -> BatchChoice:
+    """``linucb_choose`` for B users: a (B, D, D), b (B, D), x (B, N, D)."""
+    estimates, bonuses = _linucb_terms(a, b, x, alpha)
+    ucb = estimates + bonuses
+    index = _first_max(ucb)
+    users = np.arange(len(index))
+    return BatchChoice(
+        index,
+        ucb[users, index],
+        np.ones(len(index)),
+        np.zeros(len(index), dtype=bool),
+        estimates,
+        bonuses,
+    )
 
 
 def egreedy_choose(
@@ -175,13 +319,47 @@ def egreedy_choose(
 ) -> Choice:
     """With probability epsilon a uniform pick (exploring), else argmax theta.x."""
     n = x.shape[0]
-    estimates = x @ theta(a, b)
+    estimates = _estimates(a, b, x)
     greedy = first_max(estimates)
     exploring = bool(rng.random() < epsilon)
     index = int(rng.integers(n)) if exploring else greedy
-    propensity = epsilon / n + (1.0 - epsilon if index == greedy else 0.0)
+    propensity = _egreedy_propensity(epsilon, n, index == greedy)
     return Choice(
         index, float(estimates[index]), propensity, exploring, estimates, None
+    )
+
+
+def egreedy_choose_batch(
+    a: np.ndarray,
+    b: np.ndarray,
+    x: np.ndarray,
+    *,
+    epsilon: float = 0.1,
+    explore_uniforms: np.ndarray,
+    pick_uniforms: np.ndarray,
+) -> BatchChoice:
+    """``egreedy_choose`` for B users, its draws given as uniforms in [0, 1).
+
+    User i explores when ``explore_uniforms[i] < epsilon`` and then picks
+    candidate ``floor(pick_uniforms[i] * N)``: the same decision
+    ``egreedy_choose`` makes when its generator's ``random()`` gives the first
+    uniform and ``integers(N)`` the candidate. Passing the uniforms in lets a
+    simulation give every policy the same draws.
+    """
+    n = x.shape[1]
+    estimates = _estimates(a, b, x)
+    greedy = _first_max(estimates)
+    exploring = np.asarray(explore_uniforms) < epsilon
+    uniform_pick = np.minimum((np.asarray(pick_uniforms) * n).astype(np.intp), n - 1)
+    index = np.where(exploring, uniform_pick, greedy)
+    users = np.arange(len(index))
+    return BatchChoice(
+        index,
+        estimates[users, index],
+        _egreedy_propensity(epsilon, n, index == greedy),
+        exploring,
+        estimates,
+        None,
     )
 
 
@@ -202,11 +380,63 @@ def choose(
     raise ValueError(f"unknown algorithm {algorithm!r}")
 
 
+def choose_batch(
+    algorithm: str,
+    params: Mapping[str, float],
+    a: np.ndarray,
+    b: np.ndarray,
+    x: np.ndarray,
+    *,
+    explore_uniforms: np.ndarray,
+    pick_uniforms: np.ndarray,
+) -> BatchChoice:
+    """``choose`` for B users; LinUCB ignores the uniforms (it never explores)."""
+    if algorithm == LINUCB:
+        return linucb_choose_batch(a, b, x, alpha=params.get("alpha", 1.0))
+    if algorithm == EGREEDY:
+        return egreedy_choose_batch(
+            a,
+            b,
+            x,
+            epsilon=params.get("epsilon", 0.1),
+            explore_uniforms=explore_uniforms,
+            pick_uniforms=pick_uniforms,
+        )
+    raise ValueError(f"unknown algorithm {algorithm!r}")
+
+
+def _rank_one(a, b, x, reward, out=None):
+    """A + x x^T and b + r x over any leading axes; into ``out`` when given."""
+    outer = x[..., :, None] * x[..., None, :]
+    step = np.asarray(reward)[..., None] * x
+    if out is None:
+        return a + outer, b + step
+    np.add(a, outer, out=out[0])
+    np.add(b, step, out=out[1])
+    return out
+
+
 def update(
     a: np.ndarray, b: np.ndarray, x: np.ndarray, reward: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """The rank-one update: A + x x^T, b + r x. Returns new arrays."""
-    return a + np.outer(x, x), b + reward * x
+    return _rank_one(a, b, x, reward)
+
+
+def update_batch(
+    a: np.ndarray,
+    b: np.ndarray,
+    x: np.ndarray,
+    rewards: np.ndarray,
+    *,
+    in_place: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``update`` for B users, one vector and reward each: x (B, D), rewards (B,).
+
+    ``in_place`` writes into ``a`` and ``b`` (a simulation's run-local state)
+    instead of allocating new arrays.
+    """
+    return _rank_one(a, b, x, rewards, out=(a, b) if in_place else None)
 
 
 def update_many(

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 SERVED = "served"
 VIEWED = "viewed"
 DONE = "done"
@@ -70,3 +72,37 @@ def infer_reward(kind: str, dwell_ms: int | None) -> float | None:
     """The reward a reaction is worth; None for served and viewed."""
     rule = reward_rule(kind, dwell_ms)
     return None if rule is None else rule.reward
+
+
+KIND_CODES = {kind: code for code, kind in enumerate(KINDS)}
+
+
+def rewards_for(kinds: np.ndarray, dwell_ms: np.ndarray) -> np.ndarray:
+    """``infer_reward`` over arrays, from ``REWARD_TABLE`` itself.
+
+    ``kinds`` holds codes (``KIND_CODES``, an event kind's index in ``KINDS``);
+    ``dwell_ms`` is a float array with NaN for an unknown dwell. The answer is
+    NaN where the kind carries no reward (served, viewed), like None from
+    ``infer_reward``. A negative dwell is refused, as there.
+    """
+    kinds = np.asarray(kinds)
+    dwell = np.asarray(dwell_ms, dtype=float)
+    if (dwell < 0).any():
+        raise ValueError("dwell must be >= 0 ms")
+    if ((kinds < 0) | (kinds >= len(KINDS))).any():
+        raise ValueError("unknown event kind code")
+    rewards = np.full(np.broadcast_shapes(kinds.shape, dwell.shape), np.nan)
+    unknown = np.isnan(dwell)
+    done = kinds == KIND_CODES[DONE]
+    rewards[done & unknown] = DONE_UNKNOWN_DWELL.reward
+    open_ = np.isnan(rewards)
+    # The first row that matches wins, as in reward_rule.
+    for rule in REWARD_TABLE:
+        match = open_ & (kinds == KIND_CODES[rule.kind])
+        if rule.low_ms is not None:
+            match &= dwell >= rule.low_ms
+        if rule.high_ms is not None:
+            match &= dwell < rule.high_ms
+        rewards[match] = rule.reward
+        open_ &= ~match
+    return rewards

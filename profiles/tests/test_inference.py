@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from profiles import inference
@@ -71,3 +72,55 @@ def test_the_table_imports_no_django():
             )
         }
         assert "django" not in imported, module
+
+
+# --- the vectorised lookup the simulator uses -----------------------------------
+
+BOUNDARIES = [
+    None,
+    0,
+    1,
+    14_999,
+    15_000,
+    15_001,
+    119_999,
+    120_000,
+    599_999,
+    600_000,
+    30 * 24 * 3_600_000,
+]
+
+
+def test_rewards_for_equals_infer_reward_for_every_kind_at_every_boundary():
+    pairs = [(kind, dwell) for kind in inference.KINDS for dwell in BOUNDARIES]
+    kinds = np.array([inference.KIND_CODES[kind] for kind, _ in pairs])
+    dwell = np.array([np.nan if d is None else d for _, d in pairs], dtype=float)
+    got = inference.rewards_for(kinds, dwell)
+    for (kind, dwell_ms), value in zip(pairs, got, strict=True):
+        expected = infer_reward(kind, dwell_ms)
+        if expected is None:
+            assert np.isnan(value), (kind, dwell_ms)
+        else:
+            assert value == expected, (kind, dwell_ms)
+
+
+def test_rewards_for_reads_the_table_itself(monkeypatch):
+    # Change a row: the vectorised lookup follows, as there is only one table.
+    table = tuple(
+        inference.Rule(r.kind, 0.5, r.low_ms, r.high_ms, r.label)
+        if r.label == "snoozed"
+        else r
+        for r in inference.REWARD_TABLE
+    )
+    monkeypatch.setattr(inference, "REWARD_TABLE", table)
+    snoozed = np.array([inference.KIND_CODES["snoozed"]])
+    assert inference.rewards_for(snoozed, np.array([1.0]))[0] == 0.5
+    assert infer_reward("snoozed", 1) == 0.5
+
+
+@pytest.mark.parametrize(
+    ("kinds", "dwell"), [([2], [-1.0]), ([len(inference.KINDS)], [1.0]), ([-1], [1.0])]
+)
+def test_rewards_for_refuses_a_negative_dwell_or_an_unknown_kind(kinds, dwell):
+    with pytest.raises(ValueError):
+        inference.rewards_for(np.array(kinds), np.array(dwell))

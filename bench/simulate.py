@@ -1,0 +1,184 @@
+#!/usr/bin/env python
+"""Simulated decisions per second, end to end, with the events stored in PostgreSQL.
+
+Times what ``python manage.py runsim`` does: create the run, simulate every chunk
+and COPY its events in (``simulations.services``), then compute the summary from
+the stored events; for 2,000 users x 100 rounds x 2 policies by default. Prints
+each run, the median of three, where the time went (engine, storage, summary)
+and the ratio to driving the API over HTTP (about 250 decisions/s, SPEC section 9).
+
+    .venv/bin/python bench/simulate.py
+    .venv/bin/python bench/simulate.py --users 10000 --runs 3
+    .venv/bin/python bench/simulate.py --processes 2   # chunks on two processes
+
+``--processes N`` runs the chunks on N processes (what N Celery workers would
+do, without the broker); the run is then split into at least N chunks.
+BENCH_SIM_DATABASE_URL names the database (default
+postgres://postgres@127.0.0.1:5432/oo_ml_bench_sim); it is created if missing and
+migrated, and its simulation tables are emptied before each run (not timed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from urllib.parse import urlparse
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/oo_ml_bench_sim"
+HTTP_DECISIONS_PER_SECOND = 250  # the old way: the API driven over HTTP
+
+
+def database_create(url: str) -> None:
+    name = urlparse(url).path.lstrip("/")
+    admin_url = url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [name]
+        ).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def django_setup(url: str, migrate: bool = False) -> None:
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "oo_ml.settings")
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    if migrate:
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+
+
+def chunk_execute(run_id, index: int) -> None:
+    from simulations import services
+
+    services.run_chunk_execute(run_id=run_id, chunk_index=index)
+
+
+def tables_empty() -> None:
+    from django.db import connection
+
+    from simulations.models import Run, RunChunk, RunEvent
+
+    tables = [m._meta.db_table for m in (RunEvent, RunChunk, Run)]
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {', '.join(tables)}")
+        cursor.execute(f"VACUUM ANALYZE {tables[0]}")
+
+
+def one_run(args, pool: ProcessPoolExecutor | None) -> dict:
+    from simulations import services
+    from simulations.models import RunStatus
+
+    chunk_users = args.chunk_users
+    if args.processes > 1:
+        chunk_users = min(chunk_users, math.ceil(args.users / args.processes))
+    started = time.perf_counter()
+    run = services.run_create(
+        policies=args.policies,
+        judge="rule",
+        n_users=args.users,
+        n_rounds=args.rounds,
+        seed=args.seed,
+        actor=None,
+        actor_name="bench",
+        chunk_users=chunk_users,
+    )
+    if pool is None:
+        run = services.run_execute(run_id=run.id)
+    else:
+        futures = [
+            pool.submit(chunk_execute, run.id, i) for i in range(run.chunks_total)
+        ]
+        for future in futures:
+            future.result()
+        run = services.run_finish(run_id=run.id)
+    seconds = time.perf_counter() - started
+    assert run.status == RunStatus.FINISHED, run.error
+    return {
+        "seconds": seconds,
+        "decisions": run.decisions,
+        "engine": run.engine_seconds,
+        "storage": run.storage_seconds,
+        "summary": run.summary_seconds,
+        "chunks": run.chunks_total,
+        "mean": [p["mean_reward"] for p in run.summary["policies"]],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=2_000)
+    parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--policies", nargs="+", default=["egreedy-v1", "egreedy-v2"])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--chunk-users", type=int, default=2_000)
+    parser.add_argument("--processes", type=int, default=1)
+    args = parser.parse_args()
+
+    url = os.environ.get("BENCH_SIM_DATABASE_URL", DEFAULT_URL)
+    database_create(url)
+    django_setup(url, migrate=True)
+    pool = (
+        # Spawned, not forked: a forked child would share this process's
+        # database connection.
+        ProcessPoolExecutor(
+            args.processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=django_setup,
+            initargs=(url,),
+        )
+        if args.processes > 1
+        else None
+    )
+    results = []
+    try:
+        for number in range(1, args.runs + 1):
+            tables_empty()
+            result = one_run(args, pool)
+            results.append(result)
+            print(
+                f"run {number}: {result['decisions']:,} decisions in "
+                f"{result['seconds']:.2f} s = "
+                f"{result['decisions'] / result['seconds']:,.0f}/s "
+                f"(engine {result['engine']:.2f} s, storage {result['storage']:.2f} s "
+                f"summed over {result['chunks']} chunk(s); summary "
+                f"{result['summary']:.2f} s)"
+            )
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    # Same seed, same results: every run must agree.
+    assert all(r["mean"] == results[0]["mean"] for r in results), "not reproducible"
+    median = statistics.median(r["seconds"] for r in results)
+    rate = results[0]["decisions"] / median
+    engine = statistics.median(r["engine"] for r in results)
+    storage = statistics.median(r["storage"] for r in results)
+    summary = statistics.median(r["summary"] for r in results)
+    print(
+        f"{args.users:,} users x {args.rounds} rounds x {len(args.policies)} "
+        f"policies on {args.processes} process(es): median {median:.2f} s, "
+        f"{rate:,.0f} decisions/s, {rate / HTTP_DECISIONS_PER_SECOND:,.0f}x the "
+        f"{HTTP_DECISIONS_PER_SECOND}/s of the API over HTTP; engine "
+        f"{engine:.2f} s, storage {storage:.2f} s (summed over chunks, which "
+        f"overlap on several processes), summary {summary:.2f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

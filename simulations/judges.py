@@ -1,0 +1,128 @@
+"""Judges: how a simulated user reacts to the tip a policy picked. Pure: no Django.
+
+A judge maps (persona, picked candidate, hour, its uniforms) to a reaction kind
+(done, dismissed or snoozed) and a dwell; the profiles app's reward table turns
+that into the reward (``profiles.inference.rewards_for``), as for a real user.
+Judges work on arrays, one entry per user, and draw nothing themselves: their
+randomness is the uniforms the run drew for each candidate, so the same candidate
+shown twice in the same (user, round) gets the same reaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from profiles import inference
+from simulations import personas
+
+DONE = inference.KIND_CODES[inference.DONE]
+DISMISSED = inference.KIND_CODES[inference.DISMISSED]
+SNOOZED = inference.KIND_CODES[inference.SNOOZED]
+
+
+@dataclass(frozen=True, slots=True)
+class Reactions:
+    kind: np.ndarray  # (U,) codes of inference.KINDS
+    dwell_ms: np.ndarray  # (U,) float, whole milliseconds; NaN for unknown
+
+
+class Judge(Protocol):
+    """What the engine needs of a judge."""
+
+    name: str
+    uniforms: int  # how many uniforms it takes per candidate
+
+    def react(
+        self,
+        *,
+        persona: np.ndarray,
+        hour: np.ndarray,
+        is_overdue: np.ndarray,
+        task_age_days: np.ndarray,
+        priority: np.ndarray,
+        uniforms: np.ndarray,
+    ) -> Reactions:
+        """Each user's reaction to their picked candidate: arrays of shape (U,),
+        ``uniforms`` (U, self.uniforms) in [0, 1)."""
+        ...
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+class RuleJudge:
+    """Reactions from each persona's preference weights (``personas.Persona``).
+
+    The chance of completing is a logistic function of the weights on the task
+    and the time of day. Otherwise the user dismisses (the persona's
+    ``dismiss_share``) or snoozes. A completed tip's dwell is log-uniform within
+    a factor of 4 of the persona's typical time, shortened when the tip suits
+    them less (ticked off in a few seconds is worth -0.3 in the reward table,
+    the sweet spot 15 s - 2 min is +1.0, longer ones +0.6 and +0.3).
+    """
+
+    name = "rule"
+    uniforms = 2  # the kind, then the dwell
+
+    def __init__(self) -> None:
+        self._weights = {name: personas.column(name) for name in personas.WEIGHTS}
+        self._dismiss_share = personas.column("dismiss_share")
+        self._dwell_s = personas.column("dwell_s")
+
+    def done_probability(
+        self,
+        *,
+        persona: np.ndarray,
+        hour: np.ndarray,
+        is_overdue: np.ndarray,
+        task_age_days: np.ndarray,
+        priority: np.ndarray,
+    ) -> np.ndarray:
+        w = {name: weights[persona] for name, weights in self._weights.items()}
+        hour = np.asarray(hour)
+        priority = np.asarray(priority)
+        logit = (
+            w["base"]
+            + w["overdue"] * np.asarray(is_overdue, dtype=float)
+            + w["priority"] * (priority - 1.0) / 3.0
+            + w["low_priority"] * (priority <= 2)
+            + w["age"] * np.minimum(np.asarray(task_age_days) / 30.0, 1.0)
+            + w["morning"] * ((hour >= 6) & (hour < 12))
+            + w["evening"] * (hour >= 18)
+        )
+        return _sigmoid(logit)
+
+    def react(
+        self,
+        *,
+        persona: np.ndarray,
+        hour: np.ndarray,
+        is_overdue: np.ndarray,
+        task_age_days: np.ndarray,
+        priority: np.ndarray,
+        uniforms: np.ndarray,
+    ) -> Reactions:
+        p_done = self.done_probability(
+            persona=persona,
+            hour=hour,
+            is_overdue=is_overdue,
+            task_age_days=task_age_days,
+            priority=priority,
+        )
+        u_kind, u_dwell = uniforms[:, 0], uniforms[:, 1]
+        dismiss = p_done + (1.0 - p_done) * self._dismiss_share[persona]
+        kind = np.where(
+            u_kind < p_done, DONE, np.where(u_kind < dismiss, DISMISSED, SNOOZED)
+        )
+        spread = 4.0 ** (2.0 * u_dwell - 1.0)
+        done_s = self._dwell_s[persona] * (0.25 + 0.75 * p_done) * spread
+        other_s = 2.0 + 10.0 * u_dwell  # a dismissal or a snooze takes seconds
+        dwell_s = np.where(kind == DONE, done_s, other_s)
+        return Reactions(kind=kind, dwell_ms=np.round(dwell_s * 1000.0))
+
+
+JUDGES: dict[str, Judge] = {"rule": RuleJudge()}

@@ -1,0 +1,419 @@
+"""Writes: simulation runs, their chunks and events, and their summaries.
+
+A run is split into chunks of users. ``run_chunk_execute`` simulates one chunk
+and writes its events together with marking it done, in one transaction, so a
+chunk is all or nothing; a chunk already done is skipped. That makes chunks safe
+to run again after a crash (the Celery tasks of the next step lean on it), and
+``run_execute`` runs them all in this process.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from oo_ml.errors import Conflict, InvalidInput
+from policies.models import Policy
+from profiles import inference
+from simulations import engine
+from simulations.judges import JUDGES
+from simulations.models import ChunkStatus, Run, RunChunk, RunEvent, RunStatus
+from simulations.personas import PERSONA_NAMES
+from simulations.selectors import run_get, run_summary_compute
+
+logger = logging.getLogger(__name__)
+
+MAX_POLICIES = 10
+MAX_USERS = 1_000_000
+MAX_ROUNDS = 10_000
+MAX_SEED = 2**63 - 1
+DEFAULT_CHUNK_USERS = 2_000
+MAX_CHUNK_USERS = 50_000
+# A chunk's world is about 10 floats per (user, round, candidate): bound its memory.
+MAX_CHUNK_CELLS = 20_000_000
+BULK_BATCH = 5_000  # rows per INSERT where there is no COPY
+
+
+# --- creating a run -----------------------------------------------------------
+
+
+def _positive_int(name: str, value, *, maximum: int, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{name} must be a whole number.", field=name)
+    if not minimum <= value <= maximum:
+        raise InvalidInput(
+            f"{name} must be between {minimum:,} and {maximum:,}, not {value:,}.",
+            field=name,
+        )
+    return value
+
+
+def _policy_specs(names) -> list[dict]:
+    if (
+        isinstance(names, str)
+        or not isinstance(names, Sequence)
+        or not all(isinstance(n, str) for n in names)
+    ):
+        raise InvalidInput("policies must be a list of policy names.", field="policies")
+    if not 1 <= len(names) <= MAX_POLICIES:
+        raise InvalidInput(
+            f"A run compares 1 to {MAX_POLICIES} policies, not {len(names)}.",
+            field="policies",
+        )
+    if len(set(names)) != len(names):
+        raise InvalidInput("A policy is named twice.", field="policies")
+    found = {p.name: p for p in Policy.objects.filter(name__in=names)}
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise InvalidInput(
+            f"No policy named {', '.join(map(repr, missing))}.", field="policies"
+        )
+    return [
+        {
+            "name": n,
+            "algorithm": found[n].algorithm,
+            "dimension": found[n].dimension,
+            "params": found[n].params,
+        }
+        for n in names
+    ]
+
+
+@transaction.atomic
+def run_create(
+    *,
+    policies: Sequence[str],
+    judge: str,
+    n_users: int,
+    n_rounds: int,
+    seed: int,
+    actor: AbstractBaseUser | None,
+    actor_name: str | None = None,
+    n_candidates: int = 5,
+    chunk_users: int = DEFAULT_CHUNK_USERS,
+) -> Run:
+    """Validate and record a run and its chunks, queued. Nothing runs yet.
+
+    The policies' algorithm, dimension and parameters are copied into the run,
+    so it replays what the registry said when it was created. ``actor_name``
+    names who started it when there is no account (a command line).
+    """
+    specs = _policy_specs(policies)
+    if judge not in JUDGES:
+        raise InvalidInput(
+            f"No judge named {judge!r}: one of {', '.join(sorted(JUDGES))}.",
+            field="judge",
+        )
+    n_users = _positive_int("n_users", n_users, maximum=MAX_USERS)
+    n_rounds = _positive_int("n_rounds", n_rounds, maximum=MAX_ROUNDS)
+    n_candidates = _positive_int(
+        "n_candidates", n_candidates, maximum=settings.MAX_CANDIDATES
+    )
+    seed = _positive_int("seed", seed, minimum=0, maximum=MAX_SEED)
+    chunk_users = _positive_int("chunk_users", chunk_users, maximum=MAX_CHUNK_USERS)
+    chunk_users = min(chunk_users, n_users)
+    if chunk_users * n_rounds * n_candidates > MAX_CHUNK_CELLS:
+        raise InvalidInput(
+            f"A chunk of {chunk_users:,} users x {n_rounds:,} rounds x "
+            f"{n_candidates} candidates is too large for one worker: use fewer "
+            f"users per chunk (at most {MAX_CHUNK_CELLS:,} in all).",
+            field="chunk_users",
+        )
+    chunks = math.ceil(n_users / chunk_users)
+    if actor is not None and actor.pk:
+        name = actor.get_username()
+    else:
+        actor, name = None, actor_name or "system"
+    run = Run.objects.create(
+        policies=list(policies),
+        policy_specs=specs,
+        judge=judge,
+        n_users=n_users,
+        n_rounds=n_rounds,
+        n_candidates=n_candidates,
+        seed=seed,
+        chunk_users=chunk_users,
+        created_by=actor,
+        created_by_name=name,
+        chunks_total=chunks,
+    )
+    RunChunk.objects.bulk_create(
+        RunChunk(
+            run=run,
+            index=i,
+            user_start=i * chunk_users,
+            user_stop=min((i + 1) * chunk_users, n_users),
+        )
+        for i in range(chunks)
+    )
+    return run
+
+
+# --- writing events -----------------------------------------------------------
+
+_EVENT_COLUMNS = (
+    "run_id",
+    "policy",
+    "user_index",
+    "round",
+    "persona",
+    "hour",
+    "pick",
+    "priority",
+    "is_overdue",
+    "task_age_days",
+    "kind",
+    "dwell_ms",
+    "reward",
+    "explored",
+)
+
+
+def _event_columns(
+    *, run_id: uuid.UUID, policy_names: Sequence[str], events: engine.Events
+) -> list[list]:
+    """The events as Python lists, one per column of ``_EVENT_COLUMNS``."""
+    names = np.array(policy_names, dtype=object)
+    personas = np.array(PERSONA_NAMES, dtype=object)
+    kinds = np.array(inference.KINDS, dtype=object)
+    dwell = events.dwell_ms.astype(object)
+    dwell[np.isnan(events.dwell_ms)] = None
+    return [
+        [run_id] * len(events),
+        names[events.policy].tolist(),
+        events.user_index.tolist(),
+        events.round.tolist(),
+        personas[events.persona].tolist(),
+        events.hour.tolist(),
+        events.pick.tolist(),
+        events.priority.tolist(),
+        events.is_overdue.tolist(),
+        events.task_age_days.tolist(),
+        kinds[events.kind].tolist(),
+        [None if d is None else int(d) for d in dwell.tolist()],
+        events.reward.tolist(),
+        events.explored.tolist(),
+    ]
+
+
+def events_write(
+    *,
+    run_id: uuid.UUID,
+    policy_names: Sequence[str],
+    events: engine.Events,
+    method: str | None = None,
+) -> int:
+    """Append a chunk's events: COPY on PostgreSQL, large INSERTs elsewhere.
+
+    Call it inside the chunk's transaction. Answers the number of rows written.
+    ``method`` ("copy" or "insert") overrides the choice, for tests.
+    """
+    if not len(events):
+        return 0
+    columns = _event_columns(run_id=run_id, policy_names=policy_names, events=events)
+    table = RunEvent._meta.db_table
+    method = method or ("copy" if connection.vendor == "postgresql" else "insert")
+    if method == "copy":
+        sql = f"COPY {table} ({', '.join(_EVENT_COLUMNS)}) FROM STDIN"
+        # psycopg's own cursor has COPY; Django's wraps it.
+        with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
+            for row in zip(*columns, strict=True):
+                copy.write_row(row)
+    else:
+        fields = [name.removesuffix("_id") for name in _EVENT_COLUMNS[1:]]
+        RunEvent.objects.bulk_create(
+            (
+                RunEvent(run_id=row[0], **dict(zip(fields, row[1:], strict=True)))
+                for row in zip(*columns, strict=True)
+            ),
+            batch_size=BULK_BATCH,
+        )
+    return len(events)
+
+
+# --- running it ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkResult:
+    index: int
+    executed: bool  # False: it was done already (or the run is over)
+    events: int
+    engine_seconds: float
+    storage_seconds: float
+
+
+def _specs(run: Run) -> list[engine.PolicySpec]:
+    return [
+        engine.PolicySpec(
+            name=s["name"],
+            algorithm=s["algorithm"],
+            dimension=s["dimension"],
+            params=s["params"],
+        )
+        for s in run.policy_specs
+    ]
+
+
+def _skipped(index: int) -> ChunkResult:
+    return ChunkResult(index, False, 0, 0.0, 0.0)
+
+
+def run_chunk_execute(*, run_id: uuid.UUID, chunk_index: int) -> ChunkResult:
+    """Simulate one chunk and store its events, or skip it if it is done.
+
+    The events and the chunk's "done" commit together: a crash before the
+    commit leaves no event, so running the chunk again writes it whole, and a
+    second execution (a redelivered task, two workers) finds it done under the
+    chunk's row lock and writes nothing. The simulation itself runs outside the
+    transaction: it holds no lock while it computes.
+    """
+    run = run_get(run_id=run_id)
+    if run.status in (RunStatus.FINISHED, RunStatus.FAILED):
+        return _skipped(chunk_index)
+    chunk = RunChunk.objects.filter(run=run, index=chunk_index).first()
+    if chunk is None:
+        raise InvalidInput(
+            f"Run {run.id} has chunks 0 to {run.chunks_total - 1}, not {chunk_index}.",
+            field="chunk_index",
+        )
+    if chunk.status == ChunkStatus.DONE:
+        return _skipped(chunk_index)
+    Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+        status=RunStatus.RUNNING, started_at=timezone.now()
+    )
+
+    started = time.perf_counter()
+    events = engine.simulate(
+        policies=_specs(run),
+        judge=JUDGES[run.judge],
+        seed=run.seed,
+        user_start=chunk.user_start,
+        user_stop=chunk.user_stop,
+        n_rounds=run.n_rounds,
+        n_candidates=run.n_candidates,
+    )
+    simulated = time.perf_counter()
+    with transaction.atomic():
+        chunk = RunChunk.objects.select_for_update().get(pk=chunk.pk)
+        if chunk.status == ChunkStatus.DONE:
+            return _skipped(chunk_index)
+        written = events_write(run_id=run.id, policy_names=run.policies, events=events)
+        chunk.status = ChunkStatus.DONE
+        chunk.events = written
+        chunk.engine_seconds = simulated - started
+        chunk.finished_at = timezone.now()
+        chunk.storage_seconds = time.perf_counter() - simulated
+        chunk.save(
+            update_fields=[
+                "status",
+                "events",
+                "engine_seconds",
+                "storage_seconds",
+                "finished_at",
+            ]
+        )
+        Run.objects.filter(pk=run.pk).update(
+            chunks_done=F("chunks_done") + 1,
+            engine_seconds=F("engine_seconds") + chunk.engine_seconds,
+            storage_seconds=F("storage_seconds") + chunk.storage_seconds,
+            updated_at=timezone.now(),
+        )
+    # The commit is where PostgreSQL finishes taking the COPY in (about half of
+    # the storage time): add it to the timings once it is done.
+    committing = time.perf_counter() - simulated - chunk.storage_seconds
+    storage = chunk.storage_seconds + committing
+    RunChunk.objects.filter(pk=chunk.pk).update(storage_seconds=storage)
+    Run.objects.filter(pk=run.pk).update(
+        storage_seconds=F("storage_seconds") + committing
+    )
+    return ChunkResult(chunk_index, True, written, chunk.engine_seconds, storage)
+
+
+def run_fail(*, run_id: uuid.UUID, reason: str) -> bool:
+    """Mark a run that has not ended failed, saying why. False if it had ended."""
+    return bool(
+        Run.objects.filter(
+            pk=run_id, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]
+        ).update(
+            status=RunStatus.FAILED,
+            error=reason,
+            finished_at=timezone.now(),
+            updated_at=timezone.now(),
+        )
+    )
+
+
+def run_finish(*, run_id: uuid.UUID) -> Run:
+    """Write the summary of a run whose chunks are all done, and finish it.
+
+    Finishing a finished run changes nothing. A run with chunks still to do is
+    a Conflict.
+    """
+    run = run_get(run_id=run_id)
+    if run.status == RunStatus.FINISHED:
+        return run
+    if run.status == RunStatus.FAILED:
+        raise Conflict(f"Run {run.id} failed: {run.error}", field="id")
+    if run.chunks_done < run.chunks_total:
+        raise Conflict(
+            f"Run {run.id} has {run.chunks_done} of {run.chunks_total} chunks done.",
+            field="id",
+        )
+    started = time.perf_counter()
+    summary = run_summary_compute(run=run)
+    Run.objects.filter(
+        pk=run.pk, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]
+    ).update(
+        status=RunStatus.FINISHED,
+        summary=summary,
+        summary_seconds=time.perf_counter() - started,
+        finished_at=timezone.now(),
+        updated_at=timezone.now(),
+    )
+    return run_get(run_id=run.pk)
+
+
+def run_execute(
+    *,
+    run_id: uuid.UUID,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Run:
+    """Run every chunk not done yet, in order, in this process, then finish.
+
+    A chunk that raises fails the run with the reason; the chunks done before
+    stay done. ``on_progress(done, total)`` is called as each chunk completes.
+    """
+    run = run_get(run_id=run_id)
+    pending = list(run.chunks.filter(status=ChunkStatus.PENDING).order_by("index"))
+    done = run.chunks_total - len(pending)
+    if on_progress:
+        on_progress(done, run.chunks_total)
+    for chunk in pending:
+        try:
+            run_chunk_execute(run_id=run.pk, chunk_index=chunk.index)
+        except Exception as error:
+            logger.exception("simulation run %s failed in chunk %s", run.pk, chunk)
+            run_fail(
+                run_id=run.pk,
+                reason=(
+                    f"chunk {chunk.index} (users {chunk.user_start}-"
+                    f"{chunk.user_stop - 1}): {type(error).__name__}: {error}"
+                ),
+            )
+            return run_get(run_id=run.pk)
+        done += 1
+        if on_progress:
+            on_progress(done, run.chunks_total)
+    return run_finish(run_id=run.pk)
