@@ -170,6 +170,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env("CELERY_TASK_TIME_LIMIT", 1800)
 CELERY_TASK_SOFT_TIME_LIMIT = env("CELERY_TASK_SOFT_TIME_LIMIT", 1700)
+# One simulation chunk's hard limit (seconds); its soft limit is 30 s less.
+SIMULATION_CHUNK_TIME_LIMIT = env("OO_ML_SIMULATION_CHUNK_TIME_LIMIT", 600)
 # Run by `celery -A oo_ml beat` (`make run` starts its worker with --beat). Every
 # half TTL it recomputes the profiles over half a TTL old, so a profile is
 # refreshed before it goes stale and /score seldom recomputes one itself.

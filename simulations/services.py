@@ -385,6 +385,49 @@ def run_finish(*, run_id: uuid.UUID) -> Run:
     return run_get(run_id=run.pk)
 
 
+def run_start(*, run_id: uuid.UUID) -> Run:
+    """Hand a queued run to the Celery workers: one task per chunk not done.
+
+    The tasks are sent once the caller's transaction commits, so a worker never
+    looks for a run that is not there yet.
+    """
+    from simulations import tasks  # tasks import this module
+
+    run = run_get(run_id=run_id)
+    if run.status != RunStatus.QUEUED:
+        raise Conflict(f"Run {run.id} is {run.status}, not queued.", field="id")
+    pending = list(
+        run.chunks.filter(status=ChunkStatus.PENDING).values_list("index", flat=True)
+    )
+
+    def send() -> None:
+        for index in pending:
+            tasks.run_chunk.delay(str(run.id), index)
+
+    transaction.on_commit(send)
+    return run
+
+
+def run_chunk_work(*, run_id: uuid.UUID | str, chunk_index: int) -> None:
+    """A worker's share of a run: one chunk, then the summary if it was the last.
+
+    A chunk that raises fails the run with the reason (and the error goes on to
+    the worker's log); the run's other chunks then skip.
+    """
+    try:
+        run_chunk_execute(run_id=run_id, chunk_index=chunk_index)
+    except Exception as error:
+        run_fail(run_id=run_id, reason=_failure(chunk_index, error))
+        raise
+    run = run_get(run_id=run_id)
+    if run.status == RunStatus.RUNNING and run.chunks_done == run.chunks_total:
+        run_finish(run_id=run_id)
+
+
+def _failure(chunk_index: int, error: Exception) -> str:
+    return f"chunk {chunk_index}: {type(error).__name__}: {error}"
+
+
 def run_execute(
     *,
     run_id: uuid.UUID,

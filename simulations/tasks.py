@@ -1,0 +1,24 @@
+"""Celery tasks for simulation runs: thin, by id, idempotent (STYLE habit 5).
+
+A run is one task per chunk. A chunk already done is skipped, so a redelivered
+or duplicated message writes nothing twice; the worker that completes the last
+chunk writes the summary.
+"""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.conf import settings
+
+from simulations import services
+
+
+@shared_task(
+    name="simulations.run_chunk",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    time_limit=settings.SIMULATION_CHUNK_TIME_LIMIT,
+    soft_time_limit=settings.SIMULATION_CHUNK_TIME_LIMIT - 30,
+)
+def run_chunk(run_id: str, chunk_index: int) -> None:
+    services.run_chunk_work(run_id=run_id, chunk_index=chunk_index)
