@@ -25,6 +25,7 @@ from policies.serializers import (
     record_serializer,
 )
 from profiles.services import profile_features_for_scoring
+from simulations import selectors as sim_selectors
 
 ERROR = inline_serializer(
     "Error",
@@ -216,4 +217,38 @@ class AdminPolicyToggleApi(JsonApi):
         policy = services.policy_toggle(
             name=name, actor=request.user, enabled=data["enabled"]
         )
+        return Response(PolicyOutputSerializer(policy).data)
+
+
+class AdminPolicyPromoteApi(JsonApi):
+    """Make a shadow the active policy, behind the simulation gate (SPEC §7).
+
+    409 with the reason when no finished simulation ran it beside the active
+    policy, or when it did worse there.
+    """
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(request=None, responses={200: PolicyOutputSerializer, **ERRORS})
+    def post(self, request, name: str):
+        # The evidence is looked up here and checked again under the service's
+        # locks, against the policy that is active then.
+        evidence = sim_selectors.promotion_evidence(
+            shadow=selectors.policy_get(name=name),
+            active=selectors.policy_get_active(),
+        )
+        policy = services.policy_promote(
+            name=name, actor=request.user, evidence=evidence
+        )
+        return Response(PolicyOutputSerializer(policy).data)
+
+
+class AdminPolicyRollbackApi(JsonApi):
+    """Undo the latest promotion: the previous active policy is active again."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(request=None, responses={200: PolicyOutputSerializer, **ERRORS})
+    def post(self, request):
+        policy = services.policy_rollback(actor=request.user)
         return Response(PolicyOutputSerializer(policy).data)

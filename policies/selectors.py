@@ -17,8 +17,10 @@ from oo_ml.errors import NotFound
 from policies import bandits
 from policies.models import (
     BanditState,
+    ChangeAction,
     Decision,
     Policy,
+    PolicyChange,
     Reward,
     Role,
     state_from_bytes,
@@ -297,3 +299,15 @@ def policy_activity(*, since: datetime) -> list[PolicyActivity]:
         PolicyActivity(policy, window(policy.id, "_day"), window(policy.id, ""))
         for policy in policy_list()
     ]
+
+
+def promotion_to_undo() -> PolicyChange | None:
+    """The latest promotion, unless a rollback came after it."""
+    latest = (
+        PolicyChange.objects.filter(
+            action__in=[ChangeAction.PROMOTE, ChangeAction.ROLLBACK]
+        )
+        .select_related("policy")
+        .first()
+    )
+    return latest if latest and latest.action == ChangeAction.PROMOTE else None

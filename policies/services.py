@@ -39,6 +39,7 @@ from policies.selectors import (
     policy_from_row,
     policy_get,
     policy_get_active,
+    promotion_to_undo,
     scoring_states,
 )
 
@@ -517,14 +518,8 @@ def policy_rollback(*, actor: AbstractBaseUser | None) -> Policy:
     since that promotion (roll back the later change first).
     """
     policies = _policies_lock()
-    latest = (
-        PolicyChange.objects.filter(
-            action__in=[ChangeAction.PROMOTE, ChangeAction.ROLLBACK]
-        )
-        .select_related("policy")
-        .first()
-    )
-    if latest is None or latest.action != ChangeAction.PROMOTE:
+    latest = promotion_to_undo()
+    if latest is None:
         raise Conflict("There is no promotion to roll back.")
     promoted = policies[latest.policy.name]
     previous = policies.get(latest.before["active"])

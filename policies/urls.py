@@ -2,6 +2,8 @@ from django.urls import path
 
 from policies.apis import (
     AdminPoliciesApi,
+    AdminPolicyPromoteApi,
+    AdminPolicyRollbackApi,
     AdminPolicyToggleApi,
     HistoryApi,
     ResetApi,
@@ -25,6 +27,17 @@ urlpatterns = [
     path("features/<str:user_id>", HistoryApi.as_view(), name="features"),
     path("reset/<str:user_id>", ResetApi.as_view(), name="reset"),
     path("api/admin/policies", AdminPoliciesApi.as_view(), name="admin-policies"),
+    # Before <name>/…: "rollback" is not a policy.
+    path(
+        "api/admin/policies/rollback",
+        AdminPolicyRollbackApi.as_view(),
+        name="admin-policy-rollback",
+    ),
+    path(
+        "api/admin/policies/<str:name>/promote",
+        AdminPolicyPromoteApi.as_view(),
+        name="admin-policy-promote",
+    ),
     path(
         "api/admin/policies/<str:name>/toggle",
         AdminPolicyToggleApi.as_view(),

@@ -8,7 +8,9 @@ from collections import defaultdict
 from django.db.models import Case, Count, IntegerField, Q, Sum, Value, When
 
 from oo_ml.errors import NotFound
-from simulations.models import Run, RunEvent
+from policies.models import Policy
+from policies.services import Evidence
+from simulations.models import Run, RunEvent, RunStatus
 from simulations.personas import PERSONA_NAMES
 
 # What kinds of tasks a policy picked: task age in these buckets (days).
@@ -22,6 +24,45 @@ def run_get(*, run_id: uuid.UUID | str) -> Run:
         return Run.objects.get(pk=run_id)
     except (Run.DoesNotExist, ValueError, TypeError):
         raise NotFound(f"No simulation run {run_id}.", field="id") from None
+
+
+# How many recent finished runs to look through for promotion evidence.
+EVIDENCE_RUNS_SCANNED = 200
+
+
+def _spec(policy: Policy) -> dict:
+    return {
+        "name": policy.name,
+        "algorithm": policy.algorithm,
+        "dimension": policy.dimension,
+        "params": policy.params,
+    }
+
+
+def promotion_evidence(*, shadow: Policy, active: Policy) -> Evidence | None:
+    """The latest finished run that ran ``shadow`` beside ``active`` (SPEC §7).
+
+    Only a run of both policies as they are now counts: one made before either's
+    parameters changed says nothing about them. The latest such run is the
+    evidence, whichever way it went, so an older, kinder run cannot be picked.
+    """
+    wanted = {shadow.name: _spec(shadow), active.name: _spec(active)}
+    runs = Run.objects.filter(status=RunStatus.FINISHED).order_by("-finished_at")
+    for run in runs[:EVIDENCE_RUNS_SCANNED]:
+        specs = {spec["name"]: spec for spec in run.policy_specs}
+        if any(specs.get(name) != spec for name, spec in wanted.items()):
+            continue
+        means = {row["policy"]: row["mean_reward"] for row in run.summary["policies"]}
+        return Evidence(
+            run_id=str(run.id),
+            shadow=shadow.name,
+            active=active.name,
+            shadow_mean_reward=means[shadow.name],
+            active_mean_reward=means[active.name],
+            seed=run.seed,
+            finished_at=run.finished_at.isoformat(),
+        )
+    return None
 
 
 def _mean(total: float, count: int) -> float:
