@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import NoReverseMatch, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -21,7 +21,15 @@ from django.views.decorators.http import require_POST
 
 from oo_ml.errors import DomainError
 from policies import bandits, selectors, services
-from policies.models import BanditState, Decision, Policy, PolicyChange, Reward
+from policies.models import (
+    BanditState,
+    Decision,
+    Policy,
+    PolicyChange,
+    Reward,
+    Role,
+)
+from simulations import selectors as sim_selectors
 
 HISTORY_SHOWN = 20
 DECISIONS_SHOWN = 10
@@ -75,6 +83,14 @@ def _why(decisions) -> str:
     return render_to_string("admin/policies/_why.html", {"decisions": explained})
 
 
+def _run_url(run_id: str) -> str | None:
+    """The simulation run's admin page, where the simulations admin has one."""
+    try:
+        return reverse("admin:simulations_run_change", args=[run_id])
+    except NoReverseMatch:
+        return None
+
+
 def control_room(request: HttpRequest) -> TemplateResponse:
     """Every policy at a glance, its shadow switch, and the latest changes."""
     if not request.user.has_perm("policies.view_policy"):
@@ -87,6 +103,7 @@ def control_room(request: HttpRequest) -> TemplateResponse:
         "activity": activity,
         "history": PolicyChange.objects.select_related("policy")[:HISTORY_SHOWN],
         "can_toggle": _can_toggle(request),
+        "to_undo": selectors.promotion_to_undo(),
     }
     return TemplateResponse(request, "admin/policies/control_room.html", context)
 
@@ -118,11 +135,81 @@ class PolicyAdmin(ReadOnlyAdmin):
     readonly_fields = fields
 
     def get_urls(self):
-        toggle = self.admin_site.admin_view(require_POST(self.toggle_view))
+        wrap = self.admin_site.admin_view
         return [
-            path("<path:object_id>/toggle/", toggle, name="policies_policy_toggle"),
+            path(
+                "rollback/",
+                wrap(require_POST(self.rollback_view)),
+                name="policies_policy_rollback",
+            ),
+            path(
+                "<path:object_id>/toggle/",
+                wrap(require_POST(self.toggle_view)),
+                name="policies_policy_toggle",
+            ),
+            path(
+                "<path:object_id>/promote/",
+                wrap(self.promote_view),
+                name="policies_policy_promote",
+            ),
             *super().get_urls(),
         ]
+
+    def promote_view(self, request: HttpRequest, object_id: str):
+        """GET: the evidence for promoting this shadow, or why it is refused.
+        POST: promote it (the service checks the evidence again, under lock)."""
+        policy = get_object_or_404(Policy, pk=object_id)
+        if not self.has_view_permission(request, policy):
+            raise PermissionDenied
+        active = Policy.objects.filter(role=Role.ACTIVE).first()
+        evidence = None
+        if active is not None and policy.role == Role.SHADOW:
+            evidence = sim_selectors.promotion_evidence(shadow=policy, active=active)
+        if request.method == "POST":
+            if not _can_toggle(request):
+                raise PermissionDenied
+            try:
+                services.policy_promote(
+                    name=policy.name, actor=request.user, evidence=evidence
+                )
+            except DomainError as error:
+                self.message_user(request, error.detail, messages.ERROR)
+                return HttpResponseRedirect(request.path)
+            self.message_user(
+                request, f"Promoted: {policy.name} is now the active policy."
+            )
+            return HttpResponseRedirect(reverse("policies-control-room"))
+        if policy.role != Role.SHADOW:
+            refusal = f"{policy.name} is {policy.role}: only a shadow can be promoted."
+        elif active is None:
+            refusal = "No policy is active: there is nothing to compare with."
+        else:
+            refusal = services.promotion_refusal(
+                shadow=policy.name, active=active.name, evidence=evidence
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Promote {policy.name}?",
+            "opts": self.opts,
+            "policy": policy,
+            "active": active,
+            "evidence": evidence,
+            "refusal": refusal,
+            "run_url": _run_url(evidence.run_id) if evidence else None,
+            "can_promote": _can_toggle(request) and refusal is None,
+        }
+        return TemplateResponse(request, "admin/policies/promote.html", context)
+
+    def rollback_view(self, request: HttpRequest):
+        if not _can_toggle(request):
+            raise PermissionDenied
+        try:
+            policy = services.policy_rollback(actor=request.user)
+        except DomainError as error:
+            self.message_user(request, error.detail, messages.ERROR)
+        else:
+            self.message_user(request, f"Rolled back: {policy.name} is active again.")
+        return HttpResponseRedirect(reverse("policies-control-room"))
 
     def toggle_view(self, request: HttpRequest, object_id: str):
         """The control room's switch: POST ``enabled=on|off``, then back."""

@@ -98,3 +98,38 @@ def test_a_user_state_page_shows_theta_and_why_each_pick_won_and_resets(
     change = PolicyChange.objects.get(action=ChangeAction.RESET)
     assert (change.actor_name, change.user_id) == ("ops", "u-42")
     assert change.before["reward_count"] == 3
+
+
+def test_promote_shows_the_evidence_or_the_refusal_and_rollback_undoes_it(
+    admin_page,
+):
+    from policies.tests.test_promotion_api import simulate, with_means
+
+    page = admin_page
+    page.goto("/admin/policies/")
+    page.locator("#policy-egreedy-v2").get_by_role("link", name="Promote…").click()
+    expect(page.locator("#refusal")).to_contain_text("No finished simulation ran")
+    expect(page.locator("#promote-form")).to_have_count(0)
+
+    with_means(simulate(), egreedy_v1=0.4, egreedy_v2=0.45)
+    page.reload()
+    expect(page.locator("#evidence")).to_contain_text("0.4500")
+    page.get_by_role("button", name="Promote egreedy-v2").click()
+
+    expect(page.locator(".messagelist")).to_contain_text(
+        "egreedy-v2 is now the active policy"
+    )
+    expect(page.locator("#policy-egreedy-v2")).to_contain_text("Active")
+    expect(page.locator("#history tbody tr").first).to_contain_text("promoted")
+    assert Policy.objects.get(role="active").name == "egreedy-v2"
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Roll back: make egreedy-v1 active again").click()
+
+    expect(page.locator(".messagelist")).to_contain_text("egreedy-v1 is active again")
+    expect(page.locator("#rollback")).to_have_count(0)
+    assert Policy.objects.get(role="active").name == "egreedy-v1"
+    assert list(PolicyChange.objects.values_list("action", flat=True)) == [
+        ChangeAction.ROLLBACK,
+        ChangeAction.PROMOTE,
+    ]
