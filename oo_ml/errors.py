@@ -7,11 +7,16 @@ service.
 
 from __future__ import annotations
 
+import logging
+
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger(__name__)
 
 
 class DomainError(Exception):
@@ -78,6 +83,10 @@ def first_error(detail, path: str = "") -> tuple[str | None, str, str]:
 
 
 def exception_handler(exc, context):
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        # The database is down or the connection broke: retry later, not a bug.
+        logger.warning("database unavailable: %s", exc)
+        exc = Unavailable("The database is unavailable; retry shortly.")
     if isinstance(exc, DomainError):
         return Response(
             error_body(exc.code, exc.detail, exc.field), status=exc.status_code
@@ -108,4 +117,13 @@ def page_not_found(request, exception):
         return defaults.page_not_found(request, exception)
     return JsonResponse(
         error_body("not_found", f"No route {request.path}."), status=404
+    )
+
+
+def server_error(request):
+    """JSON for API callers; the admin keeps Django's own page."""
+    if request.path.startswith("/admin/"):
+        return defaults.server_error(request)
+    return JsonResponse(
+        error_body("server_error", "Something went wrong on our side."), status=500
     )

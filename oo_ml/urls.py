@@ -1,11 +1,16 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from oo_ml.apis import HealthApi
+from oo_ml.converters import IdConverter
 from policies.admin import control_room
 
+# <id:…> in the apps' routes: before their urls are included below.
+register_converter(IdConverter, "id")
+
 handler404 = "oo_ml.errors.page_not_found"
+handler500 = "oo_ml.errors.server_error"
 
 urlpatterns = [
     # The policies app's admin index is its control room (before the admin's own).

@@ -17,15 +17,15 @@ V1, V2, LINUCB = "egreedy-v1", "egreedy-v2", "linucb-v1"
 urlpatterns = [
     path("score", ScoreApi.as_view(), name="score"),
     path("reward", RewardApi.as_view(), name="reward"),
-    path("policies/<str:name>/score", ScoreApi.as_view(), name="policy-score"),
-    path("policies/<str:name>/reward", RewardApi.as_view(), name="policy-reward"),
+    path("policies/<id:name>/score", ScoreApi.as_view(), name="policy-score"),
+    path("policies/<id:name>/reward", RewardApi.as_view(), name="policy-reward"),
     path(
-        "policies/<str:name>/stats/<str:user_id>",
+        "policies/<id:name>/stats/<id:user_id>",
         StatsApi.as_view(),
         name="policy-stats",
     ),
-    path("features/<str:user_id>", HistoryApi.as_view(), name="features"),
-    path("reset/<str:user_id>", ResetApi.as_view(), name="reset"),
+    path("features/<id:user_id>", HistoryApi.as_view(), name="features"),
+    path("reset/<id:user_id>", ResetApi.as_view(), name="reset"),
     path("api/admin/policies", AdminPoliciesApi.as_view(), name="admin-policies"),
     # Before <name>/…: "rollback" is not a policy.
     path(
@@ -34,12 +34,12 @@ urlpatterns = [
         name="admin-policy-rollback",
     ),
     path(
-        "api/admin/policies/<str:name>/promote",
+        "api/admin/policies/<id:name>/promote",
         AdminPolicyPromoteApi.as_view(),
         name="admin-policy-promote",
     ),
     path(
-        "api/admin/policies/<str:name>/toggle",
+        "api/admin/policies/<id:name>/toggle",
         AdminPolicyToggleApi.as_view(),
         name="admin-policy-toggle",
     ),
@@ -48,7 +48,7 @@ urlpatterns = [
     path("reward/egreedy", RewardApi.as_view(policy_name=V1)),
     path("score/egreedy/v2", ScoreApi.as_view(policy_name=V2)),
     path("reward/egreedy/v2", RewardApi.as_view(policy_name=V2)),
-    path("stats/egreedy/v2/<str:user_id>", StatsApi.as_view(policy_name=V2)),
-    path("stats/egreedy/<str:user_id>", StatsApi.as_view(policy_name=V1)),
-    path("stats/<str:user_id>", StatsApi.as_view(policy_name=LINUCB)),
+    path("stats/egreedy/v2/<id:user_id>", StatsApi.as_view(policy_name=V2)),
+    path("stats/egreedy/<id:user_id>", StatsApi.as_view(policy_name=V1)),
+    path("stats/<id:user_id>", StatsApi.as_view(policy_name=LINUCB)),
 ]

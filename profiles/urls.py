@@ -4,5 +4,5 @@ from profiles.apis import EventApi, ProfileApi
 
 urlpatterns = [
     path("events", EventApi.as_view(), name="events"),
-    path("profiles/<str:user_id>", ProfileApi.as_view(), name="profile"),
+    path("profiles/<id:user_id>", ProfileApi.as_view(), name="profile"),
 ]

@@ -36,6 +36,38 @@ def test_health_answers_503_when_the_database_is_unreachable():
     }
 
 
+def test_the_api_answers_503_in_its_error_shape_when_the_database_is_down():
+    dead_database = "postgres://postgres@127.0.0.1:1/nothing"
+    with gunicorn_serving(dead_database, workers=1) as url:
+        request = urllib.request.Request(
+            f"{url}/score",
+            data=b'{"user_id": "u1", "candidates": [{"id": "a"}]}',
+            headers={"Authorization": "Token x", "Content-Type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=10)
+    assert caught.value.code == 503
+    body = json.loads(caught.value.read())
+    assert body["error"] == "unavailable"
+    assert "retry" in body["detail"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "url", ["/features/u%00x", "/stats/u%00x", "/policies/v%00/stats/u1"]
+)
+def test_a_nul_in_a_path_id_is_a_json_404_not_a_500(api, url):
+    response = api.get(url)
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", ["/api/schema/", "/api/docs/"])
+def test_schema_and_docs_need_a_token_or_a_login(anon, url):
+    assert anon.get(url).status_code == 401
+
+
 @pytest.mark.django_db
 def test_schema_lists_the_decision_routes(api):
     response = api.get("/api/schema/", HTTP_ACCEPT="application/json")
