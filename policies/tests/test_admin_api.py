@@ -129,6 +129,34 @@ def test_a_browser_session_must_send_its_csrf_token(staff_user):
     assert not Policy.objects.get(name="egreedy-v2").enabled
 
 
+@pytest.mark.parametrize(
+    ("url", "perm"),
+    [
+        (TOGGLE.format("egreedy-v2"), "change_policy"),
+        ("/api/admin/policies/rollback", "change_policy"),
+        ("/reset/u1", "delete_banditstate"),
+    ],
+)
+def test_staff_need_the_permission_the_admin_asks_for(api, url, perm):
+    from django.contrib.auth.models import Permission
+
+    score(api)
+    viewer = get_user_model().objects.create_user(
+        username="viewer", password="x" * 12, is_staff=True
+    )
+    client = APIClient()
+    client.force_login(viewer)
+    assert client.get("/api/admin/policies").status_code == 200
+    assert client.post(url).status_code == 403
+    assert not Policy.objects.get(name="egreedy-v2").enabled
+    assert Decision.objects.filter(user_id="u1").exists()
+
+    viewer.user_permissions.add(Permission.objects.get(codename=perm))
+    viewer = get_user_model().objects.get(pk=viewer.pk)  # fresh permission cache
+    client.force_login(viewer)
+    assert client.post(url).status_code != 403
+
+
 def test_a_non_staff_user_with_a_session_is_refused(client):
     user = get_user_model().objects.create_user(username="viewer", password="x" * 12)
     api = APIClient()
