@@ -170,7 +170,9 @@ class PolicyAdmin(ReadOnlyAdmin):
                 raise PermissionDenied
             try:
                 services.policy_promote(
-                    name=policy.name, actor=request.user, evidence=evidence
+                    name=policy.name,
+                    actor=request.user,
+                    evidence_for=sim_selectors.promotion_evidence,
                 )
             except DomainError as error:
                 self.message_user(request, error.detail, messages.ERROR)

@@ -243,14 +243,10 @@ class AdminPolicyPromoteApi(JsonApi):
 
     @extend_schema(request=None, responses={200: PolicyOutputSerializer, **ERRORS})
     def post(self, request, name: str):
-        # The evidence is looked up here and checked again under the service's
-        # locks, against the policy that is active then.
-        evidence = sim_selectors.promotion_evidence(
-            shadow=selectors.policy_get(name=name),
-            active=selectors.policy_get_active(),
-        )
         policy = services.policy_promote(
-            name=name, actor=request.user, evidence=evidence
+            name=name,
+            actor=request.user,
+            evidence_for=sim_selectors.promotion_evidence,
         )
         return Response(PolicyOutputSerializer(policy).data)
 

@@ -460,13 +460,19 @@ def _policies_lock() -> dict[str, Policy]:
 
 @transaction.atomic
 def policy_promote(
-    *, name: str, actor: AbstractBaseUser | None, evidence: Evidence | None
+    *,
+    name: str,
+    actor: AbstractBaseUser | None,
+    evidence_for: Callable[..., Evidence | None],
 ) -> Policy:
     """Make shadow ``name`` the active policy, if the evidence allows (SPEC §7).
 
-    The evidence must be a finished simulation of this shadow beside the current
+    ``evidence_for(shadow=, active=)`` finds the evidence (the simulations app's
+    ``promotion_evidence``): a finished simulation of this shadow beside the
     active policy in which the shadow's mean reward is at least the active's.
-    Both keep their per-user state. Recorded with the evidence.
+    It is asked under the policies' locks, so it judges the policy that is
+    active at that moment. Both keep their per-user state. Recorded with the
+    evidence.
     """
     policies = _policies_lock()
     shadow = policies.get(name)
@@ -477,6 +483,7 @@ def policy_promote(
         raise Conflict(f"{name} is {shadow.role}: only a shadow can be promoted.")
     if active is None:
         raise Conflict("No policy is active: there is nothing to compare with.")
+    evidence = evidence_for(shadow=shadow, active=active)
     refusal = promotion_refusal(shadow=name, active=active.name, evidence=evidence)
     if refusal:
         raise Conflict(refusal, field="name")

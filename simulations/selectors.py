@@ -47,12 +47,17 @@ def promotion_evidence(*, shadow: Policy, active: Policy) -> Evidence | None:
     evidence, whichever way it went, so an older, kinder run cannot be picked.
     """
     wanted = {shadow.name: _spec(shadow), active.name: _spec(active)}
-    runs = Run.objects.filter(status=RunStatus.FINISHED).order_by("-finished_at")
+    runs = (
+        Run.objects.filter(status=RunStatus.FINISHED)
+        .order_by("-finished_at")
+        .only("id", "policy_specs", "seed", "finished_at")  # not the summaries
+    )
     for run in runs[:EVIDENCE_RUNS_SCANNED]:
         specs = {spec["name"]: spec for spec in run.policy_specs}
         if any(specs.get(name) != spec for name, spec in wanted.items()):
             continue
-        means = {row["policy"]: row["mean_reward"] for row in run.summary["policies"]}
+        summary = Run.objects.values_list("summary", flat=True).get(pk=run.pk)
+        means = {row["policy"]: row["mean_reward"] for row in summary["policies"]}
         return Evidence(
             run_id=str(run.id),
             shadow=shadow.name,

@@ -39,7 +39,9 @@ def test_promotion_swaps_roles_keeps_both_states_and_records_the_evidence(
     reward(api, tip_id=answer["tip_id"], reward=1.0, decision_id=answer["decision_id"])
     before = api.get("/policies/egreedy-v1/stats/u1").json()
 
-    services.policy_promote(name="egreedy-v2", actor=staff_user, evidence=_evidence())
+    services.policy_promote(
+        name="egreedy-v2", actor=staff_user, evidence_for=lambda **_: _evidence()
+    )
 
     assert _roles() == {
         "egreedy-v2": ("active", False),
@@ -74,7 +76,9 @@ def test_promotion_without_sufficient_evidence_is_refused_with_the_reason(
     staff_user, evidence, reason
 ):
     with pytest.raises(Conflict, match=reason):
-        services.policy_promote(name="egreedy-v2", actor=staff_user, evidence=evidence)
+        services.policy_promote(
+            name="egreedy-v2", actor=staff_user, evidence_for=lambda **_: evidence
+        )
 
     assert _roles()["egreedy-v1"] == ("active", False)
     assert not PolicyChange.objects.exists()
@@ -83,7 +87,9 @@ def test_promotion_without_sufficient_evidence_is_refused_with_the_reason(
 @pytest.mark.django_db
 def test_a_tie_is_enough_evidence(staff_user):
     services.policy_promote(
-        name="egreedy-v2", actor=staff_user, evidence=_evidence(0.5, 0.5)
+        name="egreedy-v2",
+        actor=staff_user,
+        evidence_for=lambda **_: _evidence(0.5, 0.5),
     )
     assert _roles()["egreedy-v2"][0] == "active"
 
@@ -95,13 +101,17 @@ def test_a_tie_is_enough_evidence(staff_user):
 )
 def test_only_a_shadow_can_be_promoted(staff_user, name, error):
     with pytest.raises(error):
-        services.policy_promote(name=name, actor=staff_user, evidence=_evidence())
+        services.policy_promote(
+            name=name, actor=staff_user, evidence_for=lambda **_: _evidence()
+        )
     assert _roles()["egreedy-v1"] == ("active", False)
 
 
 @pytest.mark.django_db
 def test_rollback_restores_the_previous_active_and_is_recorded(staff_user):
-    services.policy_promote(name="egreedy-v2", actor=staff_user, evidence=_evidence())
+    services.policy_promote(
+        name="egreedy-v2", actor=staff_user, evidence_for=lambda **_: _evidence()
+    )
 
     services.policy_rollback(actor=staff_user)
 
@@ -139,7 +149,7 @@ def test_two_admins_promoting_at_once_leave_exactly_one_active(registry):
         barrier.wait()
         try:
             services.policy_promote(
-                name=name, actor=None, evidence=_evidence(shadow=name)
+                name=name, actor=None, evidence_for=lambda **_: _evidence(shadow=name)
             )
             outcomes.append("promoted")
         except Conflict:
