@@ -184,6 +184,20 @@ def decision_vector(
     return decision, decision.features[index]
 
 
+def decision_gone(decision_id: uuid.UUID | None) -> None:
+    """After an IntegrityError: NotFound if the decision a write named is gone.
+
+    A reset can delete the user's decisions while a reward for one of them is in
+    flight; the deferred foreign key then fails at commit. That is a decision
+    that no longer exists (404), not a server error.
+    """
+    if decision_id is not None and not Decision.objects.filter(pk=decision_id).exists():
+        raise NotFound(
+            f"Decision {decision_id} was cleared (its user was reset).",
+            field="decision_id",
+        ) from None
+
+
 _STATE = BanditState._meta.db_table
 _POLICY = Policy._meta.db_table
 # The reward hot path is plain SQL: see oo_ml/db.py for why. One statement finds
@@ -355,6 +369,7 @@ def reward_apply(
                 ],
             )
     except IntegrityError:
+        decision_gone(decision_id)
         # The same event_id arrived concurrently for another user or policy.
         if event_id is None or not (
             replay := _replay_or_conflict(event_id=event_id, fingerprint=fingerprint)
@@ -587,5 +602,22 @@ def user_reset(*, user_id: str, actor: AbstractBaseUser | None) -> ResetResult:
             after={"reward_count": 0, "cumulative_reward": 0.0, "decisions": 0},
         )
     BanditState.objects.filter(id__in=[s.id for s in states.values()]).delete()
-    decisions_deleted = decisions.delete()[1].get("policies.Decision", 0)
-    return ResetResult(user_id, len(states), decisions_deleted)
+    return ResetResult(user_id, len(states), _decisions_delete(user_id))
+
+
+def _decisions_delete(user_id: str) -> int:
+    """Delete a user's decisions without loading them. The rows that point at
+    them (the reward log, events: all SET_NULL) keep their place and lose the
+    link; ``QuerySet.delete()`` would fetch every decision, JSON and all, first.
+    """
+    decisions = Decision.objects.filter(user_id=user_id)
+    for relation in Decision._meta.related_objects:
+        relation.related_model._base_manager.filter(
+            **{f"{relation.field.name}__in": decisions.values("pk")}
+        ).update(**{relation.field.name: None})
+    with connection.cursor() as cursor:
+        cursor.execute(_DECISIONS_DELETE_SQL, [user_id])
+        return cursor.rowcount
+
+
+_DECISIONS_DELETE_SQL = f"DELETE FROM {Decision._meta.db_table} WHERE user_id = %s"

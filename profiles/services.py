@@ -16,7 +16,7 @@ from oo_ml.db import rows_insert
 from oo_ml.errors import NotFound
 from oo_ml.idempotency import fingerprint, previous_or_conflict
 from policies.models import Reward
-from policies.services import decision_vector, reward_apply
+from policies.services import decision_gone, decision_vector, reward_apply
 from profiles import features, inference, selectors
 from profiles.models import Event, Profile
 
@@ -200,6 +200,7 @@ def event_record(
                 )
                 trained = result.policy
     except IntegrityError:
+        decision_gone(decision_id)
         if event_id is None or not (
             previous := previous_or_conflict(
                 Event.objects, event_id=event_id, fingerprint=event.fingerprint

@@ -289,6 +289,8 @@ def test_reset_clears_every_policy_state_and_history_but_keeps_the_reward_log(
     assert not Decision.objects.filter(user_id="u1").exists()
     assert Decision.objects.filter(user_id="someone-else").count() == 2
     assert Reward.objects.filter(user_id="u1").count() == 2
+    # The log keeps its rows; their link to the cleared decision is gone.
+    assert not Reward.objects.filter(decision__isnull=False).exists()
     assert api.get("/features/u1").status_code == 404
     # The event id still counts: replaying it after the reset, though its decision
     # is gone, trains nothing.

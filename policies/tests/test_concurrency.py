@@ -8,11 +8,12 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import psycopg
 import pytest
 from django.db import connection
 
 from oo_ml.auth import service_token_get_or_create
-from policies import bandits
+from policies import bandits, services
 from policies.models import BanditState, Policy, Reward
 from policies.services import reward_apply
 
@@ -138,3 +139,46 @@ def test_one_event_id_sent_concurrently_is_applied_once(registry):
     assert sorted(r.applied for r in results) == [False] * 7 + [True]
     assert all(r.replayed for r in results if not r.applied)
     _assert_state_is(Policy.objects.get(role="active"), "u", [work])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reward_whose_decision_a_reset_cleared_meanwhile_is_404(
+    registry, api, monkeypatch
+):
+    """The reset commits between the reward reading its decision and committing:
+    the deferred foreign key fails at commit, which must read as a 404."""
+    decision = api.post(
+        "/score", {"user_id": "u1", "candidates": [{"id": "a"}]}, format="json"
+    ).json()
+    lock = services._state_lock
+
+    def reset_meanwhile(**kwargs):
+        db = connection.settings_dict
+        with psycopg.connect(  # another session, which commits
+            host=db["HOST"],
+            port=db["PORT"] or 5432,
+            user=db["USER"],
+            dbname=db["NAME"],
+            autocommit=True,
+        ) as other:
+            other.execute(
+                "DELETE FROM policies_decision WHERE id = %s",
+                [decision["decision_id"]],
+            )
+        return lock(**kwargs)
+
+    monkeypatch.setattr(services, "_state_lock", reset_meanwhile)
+    response = api.post(
+        "/reward",
+        {
+            "user_id": "u1",
+            "tip_id": "a",
+            "reward": 1.0,
+            "decision_id": decision["decision_id"],
+        },
+        format="json",
+    )
+
+    assert response.status_code == 404, response.json()
+    assert response.json()["field"] == "decision_id"
+    assert not Reward.objects.exists() and not BanditState.objects.exists()
