@@ -82,6 +82,18 @@ def _decision_build(
     )
 
 
+def _stored_or_nothing(
+    stored_profile: Callable[[str], Mapping[str, Any]], user_id: str
+) -> Mapping[str, Any]:
+    """The stored profile, or nothing if reading it fails: the features then
+    take their neutral values, and the answer still comes back (SPEC §7)."""
+    try:
+        return stored_profile(user_id)
+    except Exception:
+        logger.exception("stored profile of %s unavailable; scoring without", user_id)
+        return {}
+
+
 def decision_make(
     *,
     user_id: str,
@@ -113,7 +125,7 @@ def decision_make(
             and dimension == bandits.PROFILE_DIMENSION
             and not profile.keys() >= set(bandits.PROFILE_NAMES)
         ):
-            profile = {**stored_profile(user_id), **profile}
+            profile = {**_stored_or_nothing(stored_profile, user_id), **profile}
         profile = {name: profile.get(name) for name in bandits.PROFILE_NAMES}
         hour = context["hour_of_day"]
         x_full = bandits.encode(

@@ -124,3 +124,22 @@ def test_a_fresh_stored_profile_costs_one_more_read(api, history):
     sql = [q["sql"] for q in queries]
     assert len(sql) == 3, sql
     assert "profiles_profile" in sql[1] and sql[1].lstrip().startswith("SELECT")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_profile_read_does_not_fail_the_active_answer(
+    registry, api, history, caplog
+):
+    Policy.objects.filter(name="egreedy-v2").update(enabled=True)
+    table = Profile._meta.db_table
+    with connection.cursor() as cursor:  # the profiles table goes away for a moment
+        cursor.execute(f"ALTER TABLE {table} RENAME TO {table}_away")
+        try:
+            active = score(api)
+        finally:
+            cursor.execute(f"ALTER TABLE {table}_away RENAME TO {table}")
+
+    assert active.policy.name == "egreedy-v1"
+    shadow = Decision.objects.get(role="shadow")
+    assert set(shadow.profile.values()) == {None}  # neutral values, logged as such
+    assert "stored profile of u1 unavailable" in caplog.text
