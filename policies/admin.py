@@ -9,8 +9,7 @@ from datetime import timedelta
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, path, reverse
@@ -46,6 +45,13 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def object_or_404(self, request: HttpRequest, object_id: str):
+        """The object of a custom admin URL; a malformed id is a 404 as well."""
+        obj = self.get_object(request, object_id)
+        if obj is None:
+            raise Http404(f"No {self.opts.verbose_name} {object_id!r}.")
+        return obj
 
 
 def _back(request: HttpRequest, default: str) -> HttpResponseRedirect:
@@ -158,7 +164,7 @@ class PolicyAdmin(ReadOnlyAdmin):
     def promote_view(self, request: HttpRequest, object_id: str):
         """GET: the evidence for promoting this shadow, or why it is refused.
         POST: promote it (the service checks the evidence again, under lock)."""
-        policy = get_object_or_404(Policy, pk=object_id)
+        policy = self.object_or_404(request, object_id)
         if not self.has_view_permission(request, policy):
             raise PermissionDenied
         active = Policy.objects.filter(role=Role.ACTIVE).first()
@@ -215,7 +221,7 @@ class PolicyAdmin(ReadOnlyAdmin):
 
     def toggle_view(self, request: HttpRequest, object_id: str):
         """The control room's switch: POST ``enabled=on|off``, then back."""
-        policy = get_object_or_404(Policy, pk=object_id)
+        policy = self.object_or_404(request, object_id)
         if not _can_toggle(request):
             raise PermissionDenied
         wanted = {"on": True, "off": False}.get(request.POST.get("enabled"))
@@ -298,7 +304,7 @@ class BanditStateAdmin(ReadOnlyAdmin):
 
     def reset_view(self, request: HttpRequest, object_id: str):
         """The same reset as POST /reset/<user_id>: every policy, recorded."""
-        state = get_object_or_404(BanditState, pk=object_id)
+        state = self.object_or_404(request, object_id)
         if not request.user.has_perm("policies.delete_banditstate"):
             raise PermissionDenied
         try:

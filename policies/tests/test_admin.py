@@ -219,3 +219,17 @@ def test_reset_from_the_state_page_needs_the_permission(client, history):
 
     assert response.status_code == 403
     assert BanditState.objects.exists() and not PolicyChange.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/admin/policies/policy/x/promote/",
+        "/admin/policies/policy/1/change/promote/",
+        "/admin/policies/policy/999999/promote/",
+    ],
+)
+def test_a_malformed_or_unknown_id_in_an_admin_action_is_a_404(client, staff_user, url):
+    client.force_login(staff_user)
+    assert client.get(url).status_code == 404

@@ -356,6 +356,16 @@ def test_service_token_creates_once_and_prints_the_token_last(capsys):
 
 
 @pytest.mark.django_db
+def test_service_token_refuses_a_staff_account(staff_user):
+    from django.core.management.base import CommandError
+    from rest_framework.authtoken.models import Token
+
+    with pytest.raises(CommandError, match="staff account"):
+        call_command("service_token", staff_user.username)
+    assert not Token.objects.filter(user=staff_user).exists()
+
+
+@pytest.mark.django_db
 def test_an_event_id_replayed_to_another_policy_is_a_conflict(api):
     reward(api, url="/reward/egreedy", tip_id="t", reward=1.0, event_id="e-5")
     response = api.post(
