@@ -115,11 +115,26 @@ def profile_get(*, user_id: str) -> Profile | None:
 
 
 def stale_user_ids(*, now: datetime, older_than_seconds: float) -> list[str]:
-    """Users whose profile is older than ``older_than_seconds``, and users with
-    events in the window but no profile yet."""
-    stale = Profile.objects.filter(
-        computed_at__lt=now - timedelta(seconds=older_than_seconds)
-    ).values_list("user_id", flat=True)
+    """Users whose profile is older than ``older_than_seconds`` and may have
+    changed, and users with events in the window but no profile yet.
+
+    A stale profile that counts nothing (no served, done or dismissed event)
+    changes only if the user has events in the window again: the dormant users,
+    most of them in time, are left alone.
+    """
+    active = Event.objects.filter(occurred_at__gte=window_start(now)).values("user_id")
+    stale = (
+        Profile.objects.filter(
+            computed_at__lt=now - timedelta(seconds=older_than_seconds)
+        )
+        .filter(
+            Q(tip_volume_30d__gt=0)
+            | Q(done_30d__gt=0)
+            | Q(dismissed_30d__gt=0)
+            | Q(user_id__in=active)
+        )
+        .values_list("user_id", flat=True)
+    )
     unprofiled = (
         Event.objects.filter(occurred_at__gte=window_start(now))
         .exclude(user_id__in=Profile.objects.values("user_id"))

@@ -61,6 +61,16 @@ def test_a_user_whose_events_all_aged_out_is_refreshed_to_empty():
     assert volumes() == {"gone": 0}
 
 
+def test_an_empty_profile_of_a_dormant_user_is_left_alone_until_they_return():
+    profile("dormant", age=dt.timedelta(hours=1), volume=0)
+    assert tasks.refresh_stale() == 0
+
+    served("dormant")  # they are back: their empty profile is out of date
+
+    assert tasks.refresh_stale() == 1
+    assert volumes() == {"dormant": 1}
+
+
 def test_the_task_is_registered_as_the_schedule_names_it():
     task = app.tasks["profiles.refresh_stale"]
     assert task.name == "profiles.refresh_stale"
