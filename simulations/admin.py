@@ -121,9 +121,11 @@ def _start(request: HttpRequest, form: RunStartForm) -> Run | None:
             run = services.run_create(**arguments, actor=request.user)
             return services.run_start(run_id=run.id)
     except DomainError as error:
-        form.add_error(
-            error.field if error.field in form.fields else None, error.detail
-        )
+        field = error.field if error.field in form.fields else None
+        detail = error.detail
+        if field and detail.startswith(f"{field} "):  # the label, not the API's name
+            detail = f"{form.fields[field].label}{detail[len(field) :]}"
+        form.add_error(field, detail)
         return None
 
 
@@ -306,10 +308,10 @@ class RunAdmin(ReadOnlyAdmin):
         "status",
         "progress",
         "judge",
-        "n_users",
-        "n_rounds",
+        "users",
+        "rounds",
         "seed",
-        "created_by_name",
+        "started_by",
         "created_at",
     )
     list_filter = ("status", "judge")
@@ -337,6 +339,18 @@ class RunAdmin(ReadOnlyAdmin):
     @admin.display(description="Chunks")
     def progress(self, run: Run) -> str:
         return f"{run.chunks_done} / {run.chunks_total}"
+
+    @admin.display(description="Users", ordering="n_users")
+    def users(self, run: Run) -> str:
+        return f"{run.n_users:,}"
+
+    @admin.display(description="Rounds", ordering="n_rounds")
+    def rounds(self, run: Run) -> str:
+        return f"{run.n_rounds:,}"
+
+    @admin.display(description="Started by", ordering="created_by_name")
+    def started_by(self, run: Run) -> str:
+        return run.created_by_name
 
     def get_urls(self):
         poll = self.admin_site.admin_view(self.progress_view)

@@ -255,7 +255,7 @@ def test_the_start_form_starts_a_run_on_the_workers_as_the_user(
 @pytest.mark.parametrize(
     ("change", "field", "words"),
     [
-        ({"n_users": "0"}, "n_users", "between 1 and"),
+        ({"n_users": "0"}, "n_users", "Users must be between 1 and"),
         ({"n_rounds": "20000"}, "n_rounds", "between 1 and 10,000"),
         ({"seed": "-1"}, "seed", "between 0 and"),
         ({"n_candidates": "500"}, "n_candidates", "between 1 and 100"),
