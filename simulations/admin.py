@@ -226,6 +226,10 @@ def _share(count: int, total: int) -> dict:
     return {"count": count, "percent": 100 * count / total if total else 0.0}
 
 
+def _short_age(label: str) -> str:
+    return label.replace(" days", " d").replace(" day", " d")
+
+
 def _pick_groups(run: Run) -> tuple[list[dict], list[dict]]:
     """What each policy picked, as shares of its picks, in column groups."""
     picks = run.summary["picks"]
@@ -239,7 +243,7 @@ def _pick_groups(run: Run) -> tuple[list[dict], list[dict]]:
     groups = [
         ("Priority", "priority", [(f"P{k}", str(k)) for k in range(1, 5)]),
         ("Overdue", "overdue", [("overdue", "overdue")]),
-        ("Task age", "age", [(k.replace(" days", " d"), k) for k in ages]),
+        ("Task age", "age", [(_short_age(k), k) for k in ages]),
         ("Reaction", "reaction", [(k, k) for k in reactions]),
     ]
     header = [

@@ -145,7 +145,7 @@ def test_a_finished_run_page_shows_parameters_timings_and_every_table(staff):
         assert f"{winner['mean_reward']:.4f}" in marked[0]
         assert "(winner)" in marked[0]
     picks = html[html.index('id="picks"') :]
-    for label in ("P1", "P4", "overdue", "&lt; 1 day", "30+ d", "done", "dismissed"):
+    for label in ("P1", "P4", "overdue", "&lt; 1 d", "30+ d", "done", "dismissed"):
         assert label in picks, label
     # Each policy's shares of each group sum to 100 %.
     shares = re.findall(r"--share: ([\d.]+)%", picks)
