@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from oo_ml.apis import HealthApi
 from oo_ml.converters import IdConverter
 from policies.admin import control_room
+from simulations.admin import simulations_home
 
 # <id:…> in the apps' routes: before their urls are included below.
 register_converter(IdConverter, "id")
@@ -19,10 +20,17 @@ urlpatterns = [
         admin.site.admin_view(control_room),
         name="policies-control-room",
     ),
+    # Likewise, the simulations app's admin index starts runs and follows them.
+    path(
+        "admin/simulations/",
+        admin.site.admin_view(simulations_home),
+        name="simulations-home",
+    ),
     path("admin/", admin.site.urls),
     path("health", HealthApi.as_view(), name="health"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("", include("policies.urls")),
     path("", include("profiles.urls")),
+    path("", include("simulations.urls")),
 ]

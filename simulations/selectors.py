@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
 
-from django.db.models import Case, Count, IntegerField, Q, Sum, Value, When
+from django.db.models import Case, Count, IntegerField, Q, QuerySet, Sum, Value, When
+from django.db.models.fields.json import KeyTransform
+from django.utils import timezone
 
 from oo_ml.errors import NotFound
 from policies.models import Policy
@@ -179,3 +183,33 @@ def run_summary_compute(*, run: Run) -> dict:
         "curve": curve,
         "picks": picks,
     }
+
+
+def run_list() -> QuerySet[Run]:
+    """Runs, newest first, without their summaries (a curve per policy can be
+    large); ``results`` holds the summary's per-policy table, or None."""
+    return (
+        Run.objects.defer("summary", "policy_specs")
+        .annotate(results=KeyTransform("policies", "summary"))
+        .order_by("-created_at")
+    )
+
+
+def runs_by_id(*, ids: Iterable[uuid.UUID]) -> list[Run]:
+    """The runs of ``ids`` that exist, as ``run_list`` reads them."""
+    return list(run_list().filter(pk__in=list(ids)))
+
+
+def run_duration(run: Run, *, now: datetime | None = None) -> float | None:
+    """Seconds from the first chunk starting to the run ending (or to now)."""
+    if run.started_at is None:
+        return None
+    end = run.finished_at or now or timezone.now()
+    return max((end - run.started_at).total_seconds(), 0.0)
+
+
+def run_fraction(run: Run) -> float:
+    """The share of the run done: its chunks, and 1 once finished."""
+    if run.status == RunStatus.FINISHED:
+        return 1.0
+    return run.chunks_done / run.chunks_total if run.chunks_total else 0.0
