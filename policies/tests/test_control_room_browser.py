@@ -110,6 +110,9 @@ def test_promote_shows_the_evidence_or_the_refusal_and_rollback_undoes_it(
     page.locator("#policy-egreedy-v2").get_by_role("link", name="Promote…").click()
     expect(page.locator("#refusal")).to_contain_text("No finished simulation ran")
     expect(page.locator("#promote-form")).to_have_count(0)
+    expect(page.locator("#simulate-link")).to_have_attribute(
+        "href", "/admin/simulations/?policies=egreedy-v1&policies=egreedy-v2"
+    )
 
     with_means(simulate(), egreedy_v1=0.4, egreedy_v2=0.45)
     page.reload()
