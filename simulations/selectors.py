@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from decimal import Decimal
 
-from django.db.models import Case, Count, IntegerField, Q, Sum, Value, When
+from django.db.models import (
+    Case,
+    Count,
+    DecimalField,
+    IntegerField,
+    Q,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.functions import Cast
 
 from oo_ml.errors import NotFound
 from simulations.models import Run, RunEvent
@@ -14,7 +25,15 @@ from simulations.personas import PERSONA_NAMES
 # What kinds of tasks a policy picked: task age in these buckets (days).
 AGE_BUCKETS = ((0, 1, "< 1 day"), (1, 7, "1-6 days"), (7, 30, "7-29 days"))
 AGE_OLDEST = "30+ days"
-DIGITS = 6  # summary figures are rounded: float sums may differ in the last bit
+DIGITS = 6  # summary figures are rounded
+# Rewards are summed exactly, as numeric: a float sum depends on the order the
+# rows are read in, which follows the order the chunks were written in (a chunk
+# redone after its worker was killed comes last), and the same seed must give
+# the same summary to the last digit. 15 decimals hold a float's 15 significant
+# digits of the reward table's values exactly.
+EXACT_REWARD = Cast(
+    "reward", output_field=DecimalField(max_digits=30, decimal_places=15)
+)
 
 
 def run_get(*, run_id: uuid.UUID | str) -> Run:
@@ -24,8 +43,8 @@ def run_get(*, run_id: uuid.UUID | str) -> Run:
         raise NotFound(f"No simulation run {run_id}.", field="id") from None
 
 
-def _mean(total: float, count: int) -> float:
-    return round(total / count, DIGITS) if count else 0.0
+def _mean(total: Decimal, count: int) -> float:
+    return round(float(total) / count, DIGITS) if count else 0.0
 
 
 def run_summary_compute(*, run: Run) -> dict:
@@ -42,7 +61,7 @@ def run_summary_compute(*, run: Run) -> dict:
         events.values("policy", "persona")
         .annotate(
             pulls=Count("id"),
-            total=Sum("reward"),
+            total=Sum(EXACT_REWARD),
             explorations=Count("id", filter=Q(explored=True)),
         )
         .order_by("policy", "persona")
@@ -52,11 +71,11 @@ def run_summary_compute(*, run: Run) -> dict:
     for name in run.policies:
         rows = [cells[(name, p)] for p in PERSONA_NAMES if (name, p) in cells]
         pulls = sum(r["pulls"] for r in rows)
-        total = sum(r["total"] for r in rows)
+        total = sum((r["total"] for r in rows), Decimal(0))
         policies.append(
             {
                 "policy": name,
-                "total_reward": round(total, DIGITS),
+                "total_reward": round(float(total), DIGITS),
                 "mean_reward": _mean(total, pulls),
                 "pulls": pulls,
                 "explorations": sum(r["explorations"] for r in rows),
@@ -89,7 +108,7 @@ def run_summary_compute(*, run: Run) -> dict:
     # 2. The reward curve: mean reward per round, per policy.
     curve = {name: [0.0] * run.n_rounds for name in run.policies}
     for row in events.values("policy", "round").annotate(
-        n=Count("id"), total=Sum("reward")
+        n=Count("id"), total=Sum(EXACT_REWARD)
     ):
         curve[row["policy"]][row["round"]] = _mean(row["total"], row["n"])
 
