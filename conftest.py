@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -255,6 +256,15 @@ def celery_worker_command(queue: str, concurrency: int, name: str) -> list[str]:
     ]
 
 
+@dataclasses.dataclass(frozen=True)
+class CeleryBroker:
+    """Where this process sends its tasks and the workers read them from."""
+
+    url: str
+    queue: str
+    worker_env: dict  # what a worker's environment needs to use it
+
+
 def _queue_delete(broker_url: str, queue: str) -> None:
     from kombu import Connection
 
@@ -265,34 +275,61 @@ def _queue_delete(broker_url: str, queue: str) -> None:
 
 
 @pytest.fixture
-def celery_queue(transactional_db, registry):
+def celery_queue(transactional_db, registry) -> CeleryBroker:
     """A queue of this test's own on the test broker (RabbitMQ), where this
     process sends its tasks; deleted afterwards, so no message outlives the test
     and none left by another run can reach its workers."""
     queue = f"oo_ml-test-{uuid.uuid4().hex[:12]}"
     with celery_sending_to(TEST_BROKER_URL, queue):
-        yield queue
+        yield CeleryBroker(
+            TEST_BROKER_URL, queue, {"CELERY_BROKER_URL": TEST_BROKER_URL}
+        )
     _queue_delete(TEST_BROKER_URL, queue)
 
 
 @pytest.fixture
-def celery_worker(celery_queue, tmp_path):
-    """Start real workers, ``celery_worker(concurrency=1)``, on the test database
-    and the test's queue. Their logs (files in tmp_path) are printed at the end,
-    so a failing test shows them; every worker left is killed."""
-    workers: list[CeleryWorker] = []
-    env = {
-        **os.environ,
-        "DATABASE_URL": _database_url(),
-        "CELERY_BROKER_URL": TEST_BROKER_URL,
-        "OO_ML_VAR_DIR": str(tmp_path / "var"),
+def embedded_broker(transactional_db, registry, tmp_path) -> CeleryBroker:
+    """The filesystem broker of `make run`, in folders under tmp_path/var (the
+    OO_ML_VAR_DIR of the workers), with its default queue."""
+    var = tmp_path / "var"
+    folders = {
+        "data_folder_in": var / "broker",
+        "data_folder_out": var / "broker",
+        "processed_folder": var / "broker-processed",
+        "control_folder": var / "broker-control",
     }
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    options = {key: str(folder) for key, folder in folders.items()}
+    with celery_sending_to(
+        "filesystem://", "celery", options | {"store_processed": False}
+    ):
+        yield CeleryBroker(
+            "filesystem://",
+            "celery",
+            {"CELERY_BROKER_URL": "filesystem://", "OO_ML_VAR_DIR": str(var)},
+        )
 
-    def start(concurrency: int = 1) -> CeleryWorker:
+
+@pytest.fixture
+def celery_worker(transactional_db, tmp_path):
+    """Start real workers, ``celery_worker(broker, concurrency=1)``, on the test
+    database and the broker of the ``celery_queue`` or ``embedded_broker``
+    fixture. Their logs (files in tmp_path) are printed at the end, so a failing
+    test shows them; every worker left is killed."""
+    workers: list[CeleryWorker] = []
+
+    def start(broker: CeleryBroker, concurrency: int = 1) -> CeleryWorker:
         number = len(workers) + 1
+        env = {
+            **os.environ,
+            "OO_ML_VAR_DIR": str(tmp_path / "var"),
+            **broker.worker_env,
+            "DATABASE_URL": _database_url(),
+        }
         worker = CeleryWorker(
             celery_worker_command(
-                celery_queue, concurrency, name=f"{celery_queue}-{number}"
+                broker.queue, concurrency, name=f"test-{uuid.uuid4().hex[:8]}"
             ),
             env,
             tmp_path / f"worker-{number}.log",

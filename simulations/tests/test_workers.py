@@ -8,13 +8,20 @@ delivers the killed worker's message again to the next worker.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
+import urllib.request
 
 import pytest
 from django.core.management import CommandError
 from django.db import connection
 
+from conftest import ROOT, _database_url, _free_port
 from simulations import services, tasks
 from simulations.models import ChunkStatus, Run, RunEvent, RunStatus
 from simulations.tests.test_runsim import DONE_WHEN, runsim
@@ -46,12 +53,12 @@ def wait_for(condition, *, timeout: float, what: str, every: float = 0.01):
     return result
 
 
-def ended(run: Run) -> Run:
+def ended(run: Run, timeout: float = 30) -> Run:
     return wait_for(
         lambda: Run.objects.filter(
             pk=run.pk, status__in=[RunStatus.FINISHED, RunStatus.FAILED]
         ).first(),
-        timeout=30,
+        timeout=timeout,
         what=f"run {run.id} to end",
         every=0.1,
     )
@@ -74,6 +81,29 @@ def task_ids(worker, what: str) -> set[str]:
     return set(re.findall(pattern, worker.log_text()))
 
 
+def kill_mid_chunk(worker, run: Run) -> None:
+    """SIGKILL the worker's group once a chunk is in and the next is being
+    written, and check the one cut short left nothing behind."""
+    wait_for(
+        lambda: Run.objects.get(pk=run.pk).chunks_done >= 1 and copying_events(),
+        timeout=30,
+        what="a chunk done and another being written",
+    )
+    worker.kill()
+
+    # The pool's children died with it.
+    wait_for(lambda: not worker.group_running(), timeout=5, what="the group to die")
+    run.refresh_from_db()
+    assert run.status == RunStatus.RUNNING
+    assert 1 <= run.chunks_done < run.chunks_total
+    # Only whole chunks' events are stored.
+    done = run.chunks.filter(status=ChunkStatus.DONE)
+    assert done.count() == run.chunks_done
+    assert RunEvent.objects.filter(run=run).count() == sum(
+        done.values_list("events", flat=True)
+    )
+
+
 def assert_same_results(run: Run, reference: Run) -> None:
     assert run.status == RunStatus.FINISHED, run.error
     assert run.chunks_done == run.chunks_total
@@ -84,13 +114,13 @@ def assert_same_results(run: Run, reference: Run) -> None:
 
 
 def test_a_run_handed_to_a_worker_finishes_with_the_in_process_results(
-    celery_worker,
+    celery_queue, celery_worker
 ):
     reference = services.run_execute(
         run_id=create(n_users=600, chunk_users=150, seed=7).id
     )
     run = create(n_users=600, chunk_users=150, seed=7)
-    celery_worker(concurrency=2)
+    celery_worker(celery_queue, concurrency=2)
 
     services.run_start(run_id=run.id)
 
@@ -98,38 +128,22 @@ def test_a_run_handed_to_a_worker_finishes_with_the_in_process_results(
     assert not run.chunks.filter(sent_at__isnull=True).exists()
 
 
-def test_a_worker_killed_mid_chunk_loses_and_duplicates_no_event(celery_worker):
+def test_a_worker_killed_mid_chunk_loses_and_duplicates_no_event(
+    celery_queue, celery_worker
+):
     reference = services.run_execute(run_id=create().id)
     run = create()
-    first = celery_worker(concurrency=1)
+    first = celery_worker(celery_queue, concurrency=1)
     # Chunk 0 goes twice, as a broker delivers again a message whose chunk
     # committed just before its worker died: the second finds it done.
     tasks.run_chunk.delay(str(run.id), 0)
     services.run_start(run_id=run.id)
 
-    # At least one chunk in, and the worker in the middle of writing the next.
-    wait_for(
-        lambda: Run.objects.get(pk=run.pk).chunks_done >= 1 and copying_events(),
-        timeout=30,
-        what="a chunk done and another being written",
-    )
-    first.kill()
-
-    # The pool's children died with it.
-    wait_for(lambda: not first.group_running(), timeout=5, what="the group to die")
-    run.refresh_from_db()
-    assert run.status == RunStatus.RUNNING
-    assert 1 <= run.chunks_done < run.chunks_total
-    # The chunk cut short left nothing: only whole chunks' events are stored.
-    done = run.chunks.filter(status=ChunkStatus.DONE)
-    assert done.count() == run.chunks_done
-    assert RunEvent.objects.filter(run=run).count() == sum(
-        done.values_list("events", flat=True)
-    )
+    kill_mid_chunk(first, run)
 
     cut_short = task_ids(first, "received") - task_ids(first, "succeeded")
 
-    second = celery_worker(concurrency=1)
+    second = celery_worker(celery_queue, concurrency=1)
 
     assert_same_results(ended(run), reference)
     # RabbitMQ delivered the task the first worker held (one: prefetch 1) to
@@ -138,12 +152,97 @@ def test_a_worker_killed_mid_chunk_loses_and_duplicates_no_event(celery_worker):
     assert cut_short <= task_ids(second, "succeeded")
 
 
+# --- the embedded broker of `make run` ----------------------------------------
+
+
+def test_the_embedded_broker_loses_a_killed_workers_chunk_until_the_sweep(
+    embedded_broker, celery_worker
+):
+    reference = services.run_execute(run_id=create(n_users=1_600).id)
+    run = create(n_users=1_600)
+    first = celery_worker(embedded_broker, concurrency=1)
+    services.run_start(run_id=run.id)
+    kill_mid_chunk(first, run)
+    (cut_short,) = task_ids(first, "received") - task_ids(first, "succeeded")
+
+    second = celery_worker(embedded_broker, concurrency=1)
+    wait_for(
+        lambda: Run.objects.get(pk=run.pk).chunks_done == run.chunks_total - 1,
+        timeout=30,
+        what="every chunk but the lost one",
+    )
+    time.sleep(2.5)  # the broker is polled every second: nothing more comes
+    run.refresh_from_db()
+    assert run.status == RunStatus.RUNNING
+    (lost,) = run.chunks.filter(status=ChunkStatus.PENDING).values_list(
+        "index", flat=True
+    )
+    assert cut_short not in task_ids(second, "received")
+
+    assert services.runs_resume_stalled(stalled_seconds=0) == [(run.id, lost)]
+
+    assert_same_results(ended(run), reference)
+
+
+def test_make_run_serves_and_its_worker_executes_a_run(embedded_broker, tmp_path):
+    """bin/run, as `make run` starts it, with the test database."""
+    reference = services.run_execute(run_id=create(n_users=40, chunk_users=10).id)
+    run = create(n_users=40, chunk_users=10)
+    port = _free_port()
+    env = {
+        **os.environ,
+        **embedded_broker.worker_env,
+        "VENV": sys.prefix,
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "1",
+        "DATABASE_URL": _database_url(),
+    }
+    log = tmp_path / "run.log"
+    with open(log, "ab") as out:
+        script = subprocess.Popen(
+            [ROOT / "bin" / "run"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        services.run_start(run_id=run.id)
+        assert_same_results(ended(run, timeout=60), reference)
+        health = wait_for(
+            lambda: http_json(f"http://127.0.0.1:{port}/health"),
+            timeout=30,
+            what="gunicorn",
+            every=0.2,
+        )
+        assert health == {"ok": True, "database": True, "broker": True}
+    finally:
+        os.killpg(script.pid, signal.SIGTERM)
+        try:
+            script.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(script.pid, signal.SIGKILL)
+            script.wait()
+        print(f"--- bin/run: {log}\n{log.read_text(errors='replace')}")
+
+
+def http_json(url: str):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())
+    except OSError:
+        return None
+
+
 # --- runsim --workers ---------------------------------------------------------
 
 
-def test_runsim_on_the_workers_prints_what_it_prints_in_process(celery_worker):
+def test_runsim_on_the_workers_prints_what_it_prints_in_process(
+    celery_queue, celery_worker
+):
     here, _ = runsim(*DONE_WHEN, "--chunk-users", "2")
-    celery_worker(concurrency=2)
+    celery_worker(celery_queue, concurrency=2)
 
     there, progress = runsim(*DONE_WHEN, "--chunk-users", "2", "--workers")
 
@@ -154,7 +253,7 @@ def test_runsim_on_the_workers_prints_what_it_prints_in_process(celery_worker):
 
 
 def test_runsim_on_the_workers_says_why_the_run_failed_there(
-    celery_worker, monkeypatch
+    celery_queue, celery_worker, monkeypatch
 ):
     def unrunnable(**kwargs) -> Run:
         run = create_run(**kwargs)
@@ -164,7 +263,7 @@ def test_runsim_on_the_workers_says_why_the_run_failed_there(
 
     create_run = services.run_create
     monkeypatch.setattr(services, "run_create", unrunnable)
-    celery_worker(concurrency=1)
+    celery_worker(celery_queue, concurrency=1)
 
     with pytest.raises(CommandError, match="failed: chunk 0: ValueError: .*'nope'"):
         runsim(*DONE_WHEN, "--workers")
