@@ -218,7 +218,7 @@ def test_make_run_serves_and_its_worker_executes_a_run(embedded_broker, tmp_path
         )
         assert health == {"ok": True, "database": True, "broker": True}
     finally:
-        os.killpg(script.pid, signal.SIGTERM)
+        os.killpg(script.pid, signal.SIGINT)  # Ctrl-C in its terminal
         try:
             script.wait(timeout=20)
         except subprocess.TimeoutExpired:
