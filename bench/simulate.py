@@ -145,10 +145,16 @@ def celery_worker(url: str, broker_url: str, processes: int):
         finally:
             os.killpg(worker.pid, signal.SIGTERM)
             worker.wait(timeout=30)
-            if broker_url.startswith("amqp"):
-                with app.connection_for_write() as conn:
-                    conn.default_channel.queue_delete(queue)
-                    conn.default_channel.exchange_delete(queue)
+            # A warm shutdown puts back a message not acked yet (the last
+            # chunk's, when its run is seen finished before the ack): drop it.
+            with app.connection_for_write() as conn:
+                conn.default_channel.queue_purge(queue)
+                conn.default_channel.queue_delete(queue)
+                conn.default_channel.exchange_delete(queue)
+                if broker_url.startswith("redis"):  # and kombu's binding keys
+                    client = conn.default_channel.client
+                    for key in client.scan_iter(f"*{queue}*"):
+                        client.delete(key)
 
 
 def run_on_workers(run_id):
@@ -225,6 +231,10 @@ def main() -> int:
     broker_url = os.environ.get("BENCH_SIM_BROKER_URL", DEFAULT_BROKER_URL)
     if args.celery:
         os.environ["CELERY_BROKER_URL"] = broker_url
+        if broker_url.startswith("filesystem"):
+            # The embedded broker's folders, of this benchmark's own.
+            var_dir = tempfile.TemporaryDirectory(prefix="bench-broker-")
+            os.environ["OO_ML_VAR_DIR"] = var_dir.name
     database_create(url)
     django_setup(url, migrate=True)
     workers = (
