@@ -3,8 +3,9 @@
 A run is split into chunks of users. ``run_chunk_execute`` simulates one chunk
 and writes its events together with marking it done, in one transaction, so a
 chunk is all or nothing; a chunk already done is skipped. That makes chunks safe
-to run again after a crash (the Celery tasks of the next step lean on it), and
-``run_execute`` runs them all in this process.
+to run again after a crash. ``run_execute`` runs them all in this process;
+``run_start`` sends one Celery task per chunk (``run_chunk_work`` on a worker),
+and ``runs_resume_stalled`` sends again those a broker lost.
 """
 
 from __future__ import annotations
