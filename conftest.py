@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -145,6 +148,199 @@ def gunicorn_url(transactional_db, registry):
     """gunicorn serving the test database: use with transactional tests."""
     with gunicorn_serving(_database_url()) as url:
         yield url
+
+
+# --- real Celery workers ------------------------------------------------------
+
+# A broker that delivers again a message whose worker died before acking it.
+TEST_BROKER_URL = os.environ.get(
+    "OO_ML_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//"
+)
+
+
+@contextlib.contextmanager
+def celery_sending_to(broker_url: str, queue: str, transport_options=None):
+    """This process's Celery app sends its tasks to ``queue`` on ``broker_url``."""
+    from oo_ml.celery import app
+
+    keys = ("broker_url", "broker_transport_options", "task_default_queue")
+    saved = {key: app.conf[key] for key in keys}
+
+    def use(conf: dict) -> None:
+        # Celery takes its connection and producer pools (kombu's, one per
+        # broker URL, kept for the process) on first use and has no public way
+        # to point them elsewhere: forget them, so the next send takes the pools
+        # of the broker configured now.
+        app._pool = app.amqp._producer_pool = None
+        app.conf.update(conf)
+
+    use(
+        {
+            "broker_url": broker_url,
+            "broker_transport_options": transport_options or {},
+            "task_default_queue": queue,
+        }
+    )
+    try:
+        yield
+    finally:
+        use(saved)
+
+
+class CeleryWorker:
+    """``celery -A oo_ml worker`` in a process group of its own, logging to a file."""
+
+    def __init__(self, command: list[str], env: dict, log: Path):
+        self.log = log
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its pool's children share its group
+            )
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 30) -> CeleryWorker:
+        deadline = time.monotonic() + timeout
+        while " ready." not in self.log_text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the worker did not start:\n{self.log_text()}")
+            time.sleep(0.1)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the whole group, main process and pool children, and reap it."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def group_running(self) -> list[int]:
+        """The processes of its group still running (zombies are not: they
+        wait for init to reap them). Linux's /proc."""
+        running = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                # pid (comm) state ppid pgrp ...: comm may hold spaces.
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == self.proc.pid and fields[0] != "Z":
+                    running.append(int(stat.parent.name))
+        return running
+
+
+def celery_worker_command(queue: str, concurrency: int, name: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "oo_ml",
+        "worker",
+        "--pool",
+        "prefork",
+        "--concurrency",
+        str(concurrency),
+        "--queues",
+        queue,
+        "--hostname",
+        f"{name}@%h",
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class CeleryBroker:
+    """Where this process sends its tasks and the workers read them from."""
+
+    url: str
+    queue: str
+    worker_env: dict  # what a worker's environment needs to use it
+
+
+def _queue_delete(broker_url: str, queue: str) -> None:
+    from kombu import Connection
+
+    with Connection(broker_url, connect_timeout=5) as conn:
+        channel = conn.default_channel
+        channel.queue_delete(queue)
+        channel.exchange_delete(queue)
+
+
+@pytest.fixture
+def celery_queue(transactional_db, registry) -> CeleryBroker:
+    """A queue of this test's own on the test broker (RabbitMQ), where this
+    process sends its tasks; deleted afterwards, so no message outlives the test
+    and none left by another run can reach its workers."""
+    queue = f"oo_ml-test-{uuid.uuid4().hex[:12]}"
+    with celery_sending_to(TEST_BROKER_URL, queue):
+        yield CeleryBroker(
+            TEST_BROKER_URL, queue, {"CELERY_BROKER_URL": TEST_BROKER_URL}
+        )
+    _queue_delete(TEST_BROKER_URL, queue)
+
+
+@pytest.fixture
+def embedded_broker(transactional_db, registry, tmp_path) -> CeleryBroker:
+    """The filesystem broker of `make run`, in folders under tmp_path/var (the
+    OO_ML_VAR_DIR of the workers), with its default queue."""
+    var = tmp_path / "var"
+    folders = {
+        "data_folder_in": var / "broker",
+        "data_folder_out": var / "broker",
+        "processed_folder": var / "broker-processed",
+        "control_folder": var / "broker-control",
+    }
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    options = {key: str(folder) for key, folder in folders.items()}
+    with celery_sending_to(
+        "filesystem://", "celery", options | {"store_processed": False}
+    ):
+        yield CeleryBroker(
+            "filesystem://",
+            "celery",
+            {"CELERY_BROKER_URL": "filesystem://", "OO_ML_VAR_DIR": str(var)},
+        )
+
+
+@pytest.fixture
+def celery_worker(transactional_db, tmp_path):
+    """Start real workers, ``celery_worker(broker, concurrency=1)``, on the test
+    database and the broker of the ``celery_queue`` or ``embedded_broker``
+    fixture. Their logs (files in tmp_path) are printed at the end, so a failing
+    test shows them; every worker left is killed."""
+    workers: list[CeleryWorker] = []
+
+    def start(broker: CeleryBroker, concurrency: int = 1) -> CeleryWorker:
+        number = len(workers) + 1
+        env = {
+            **os.environ,
+            "OO_ML_VAR_DIR": str(tmp_path / "var"),
+            **broker.worker_env,
+            "DATABASE_URL": _database_url(),
+        }
+        worker = CeleryWorker(
+            celery_worker_command(
+                broker.queue, concurrency, name=f"test-{uuid.uuid4().hex[:8]}"
+            ),
+            env,
+            tmp_path / f"worker-{number}.log",
+        )
+        workers.append(worker)
+        return worker.wait_ready()
+
+    yield start
+    for number, worker in enumerate(workers, start=1):
+        worker.kill()
+        print(f"--- worker {number}: {worker.log}\n{worker.log_text()}")
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,13 @@ and the ratio to driving the API over HTTP (about 250 decisions/s, SPEC section 
     .venv/bin/python bench/simulate.py
     .venv/bin/python bench/simulate.py --users 10000 --runs 3
     .venv/bin/python bench/simulate.py --processes 2   # chunks on two processes
+    .venv/bin/python bench/simulate.py --celery --processes 2   # a real worker
 
 ``--processes N`` runs the chunks on N processes (what N Celery workers would
 do, without the broker); the run is then split into at least N chunks.
+``--celery`` hands the run to a real ``celery -A oo_ml worker --concurrency N``
+(started first, not timed) through the broker BENCH_SIM_BROKER_URL (default
+RabbitMQ on 127.0.0.1, on a queue of its own) and polls the run until it ends.
 BENCH_SIM_DATABASE_URL names the database (default
 postgres://postgres@127.0.0.1:5432/oo_ml_bench_sim); it is created if missing and
 migrated, and its simulation tables are emptied before each run (not timed).
@@ -21,12 +25,17 @@ migrated, and its simulation tables are emptied before each run (not timed).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import multiprocessing
 import os
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
@@ -35,6 +44,8 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/oo_ml_bench_sim"
+DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
+POLL_SECONDS = 0.01  # how often --celery reads the run's status
 HTTP_DECISIONS_PER_SECOND = 250  # the old way: the API driven over HTTP
 
 
@@ -79,6 +90,85 @@ def tables_empty() -> None:
         cursor.execute(f"VACUUM ANALYZE {tables[0]}")
 
 
+@contextlib.contextmanager
+def celery_worker(url: str, broker_url: str, processes: int):
+    """A real worker on its own queue, which this process's Celery sends to."""
+    from oo_ml.celery import app
+
+    queue = f"oo_ml-bench-{uuid.uuid4().hex[:12]}"
+    app.conf.task_default_queue = queue
+    if broker_url.startswith("filesystem"):
+        for folder in app.conf.broker_transport_options.values():
+            if isinstance(folder, str):
+                Path(folder).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
+        log = Path(tmp) / "worker.log"
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "CELERY_BROKER_URL": broker_url,
+        }
+        with open(log, "ab") as out:
+            worker = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "oo_ml",
+                    "worker",
+                    "--concurrency",
+                    str(processes),
+                    "--queues",
+                    queue,
+                    "--hostname",
+                    f"{queue}@%h",
+                    "--loglevel",
+                    "INFO",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            deadline = time.monotonic() + 60
+            while " ready." not in log.read_text(errors="replace"):
+                if worker.poll() is not None or time.monotonic() > deadline:
+                    sys.exit(f"the worker did not start:\n{log.read_text()}")
+                time.sleep(0.1)
+            yield
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=30)
+            # A warm shutdown puts back a message not acked yet (the last
+            # chunk's, when its run is seen finished before the ack): drop it.
+            with app.connection_for_write() as conn:
+                conn.default_channel.queue_purge(queue)
+                conn.default_channel.queue_delete(queue)
+                conn.default_channel.exchange_delete(queue)
+                if broker_url.startswith("redis"):  # and kombu's binding keys
+                    client = conn.default_channel.client
+                    for key in client.scan_iter(f"*{queue}*"):
+                        client.delete(key)
+
+
+def run_on_workers(run_id):
+    """Hand the run to the workers and poll it until it ends."""
+    from simulations import services
+    from simulations.models import Run, RunStatus
+
+    services.run_start(run_id=run_id)
+    ended = [RunStatus.FINISHED, RunStatus.FAILED]
+    while not Run.objects.filter(pk=run_id, status__in=ended).exists():
+        time.sleep(POLL_SECONDS)
+    return services.run_get(run_id=run_id)
+
+
 def one_run(args, pool: ProcessPoolExecutor | None) -> dict:
     from simulations import services
     from simulations.models import RunStatus
@@ -97,7 +187,9 @@ def one_run(args, pool: ProcessPoolExecutor | None) -> dict:
         actor_name="bench",
         chunk_users=chunk_users,
     )
-    if pool is None:
+    if args.celery:
+        run = run_on_workers(run.id)
+    elif pool is None:
         run = services.run_execute(run_id=run.id)
     else:
         futures = [
@@ -128,11 +220,28 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--chunk-users", type=int, default=2_000)
     parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument(
+        "--celery",
+        action="store_true",
+        help="on a real Celery worker of --processes processes, through the broker",
+    )
     args = parser.parse_args()
 
     url = os.environ.get("BENCH_SIM_DATABASE_URL", DEFAULT_URL)
+    broker_url = os.environ.get("BENCH_SIM_BROKER_URL", DEFAULT_BROKER_URL)
+    if args.celery:
+        os.environ["CELERY_BROKER_URL"] = broker_url
+        if broker_url.startswith("filesystem"):
+            # The embedded broker's folders, of this benchmark's own.
+            var_dir = tempfile.TemporaryDirectory(prefix="bench-broker-")
+            os.environ["OO_ML_VAR_DIR"] = var_dir.name
     database_create(url)
     django_setup(url, migrate=True)
+    workers = (
+        celery_worker(url, broker_url, args.processes)
+        if args.celery
+        else contextlib.nullcontext()
+    )
     pool = (
         # Spawned, not forked: a forked child would share this process's
         # database connection.
@@ -142,26 +251,29 @@ def main() -> int:
             initializer=django_setup,
             initargs=(url,),
         )
-        if args.processes > 1
+        if args.processes > 1 and not args.celery
         else None
     )
     results = []
     try:
-        for number in range(1, args.runs + 1):
-            tables_empty()
-            result = one_run(args, pool)
-            results.append(result)
-            print(
-                f"run {number}: {result['decisions']:,} decisions in "
-                f"{result['seconds']:.2f} s = "
-                f"{result['decisions'] / result['seconds']:,.0f}/s "
-                f"(engine {result['engine']:.2f} s, storage {result['storage']:.2f} s "
-                f"summed over {result['chunks']} chunk(s); summary "
-                f"{result['summary']:.2f} s)"
-            )
+        with workers:
+            for number in range(1, args.runs + 1):
+                tables_empty()
+                result = one_run(args, pool)
+                results.append(result)
+                print(
+                    f"run {number}: {result['decisions']:,} decisions in "
+                    f"{result['seconds']:.2f} s = "
+                    f"{result['decisions'] / result['seconds']:,.0f}/s "
+                    f"(engine {result['engine']:.2f} s, "
+                    f"storage {result['storage']:.2f} s summed over "
+                    f"{result['chunks']} chunk(s); summary "
+                    f"{result['summary']:.2f} s)"
+                )
     finally:
         if pool is not None:
             pool.shutdown()
+    where = f" of a Celery worker ({broker_url.split(':')[0]})" if args.celery else ""
     # Same seed, same results: every run must agree.
     assert all(r["mean"] == results[0]["mean"] for r in results), "not reproducible"
     median = statistics.median(r["seconds"] for r in results)
@@ -171,7 +283,7 @@ def main() -> int:
     summary = statistics.median(r["summary"] for r in results)
     print(
         f"{args.users:,} users x {args.rounds} rounds x {len(args.policies)} "
-        f"policies on {args.processes} process(es): median {median:.2f} s, "
+        f"policies on {args.processes} process(es){where}: median {median:.2f} s, "
         f"{rate:,.0f} decisions/s, {rate / HTTP_DECISIONS_PER_SECOND:,.0f}x the "
         f"{HTTP_DECISIONS_PER_SECOND}/s of the API over HTTP; engine "
         f"{engine:.2f} s, storage {storage:.2f} s (summed over chunks, which "

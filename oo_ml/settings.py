@@ -172,16 +172,23 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env("CELERY_TASK_TIME_LIMIT", 1800)
 CELERY_TASK_SOFT_TIME_LIMIT = env("CELERY_TASK_SOFT_TIME_LIMIT", 1700)
-# One simulation chunk's hard limit (seconds); its soft limit is 30 s less.
+# One simulation chunk's hard limit (seconds); its soft limit is 30 s less. A run
+# that has completed no chunk for this long has its pending chunks sent again.
 SIMULATION_CHUNK_TIME_LIMIT = env("OO_ML_SIMULATION_CHUNK_TIME_LIMIT", 600)
 # Run by `celery -A oo_ml beat` (`make run` starts its worker with --beat). Every
 # half TTL it recomputes the profiles over half a TTL old, so a profile is
-# refreshed before it goes stale and /score seldom recomputes one itself.
+# refreshed before it goes stale and /score seldom recomputes one itself. Every
+# minute it looks for simulation runs whose chunks a worker lost (an embedded
+# broker does not deliver a killed worker's message again).
 CELERY_BEAT_SCHEDULE = {
     "refresh-stale-profiles": {
         "task": "profiles.refresh_stale",
         "schedule": PROFILE_TTL_SECONDS / 2,
-    }
+    },
+    "resume-stalled-simulations": {
+        "task": "simulations.resume_stalled",
+        "schedule": 60,
+    },
 }
 
 LOGGING = {

@@ -107,6 +107,12 @@ class RunChunk(models.Model):
     engine_seconds = models.FloatField(null=True, blank=True)
     storage_seconds = models.FloatField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When its task was last sent to the Celery workers; empty if "
+        "it never was (runsim in process).",
+    )
 
     class Meta:
         ordering = ["run", "index"]

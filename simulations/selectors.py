@@ -7,7 +7,18 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 
-from django.db.models import Case, Count, IntegerField, Q, QuerySet, Sum, Value, When
+from django.db.models import (
+    BigIntegerField,
+    Case,
+    Count,
+    Func,
+    IntegerField,
+    Q,
+    QuerySet,
+    Sum,
+    Value,
+    When,
+)
 from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 
@@ -20,7 +31,26 @@ from simulations.personas import PERSONA_NAMES
 # What kinds of tasks a policy picked: task age in these buckets (days).
 AGE_BUCKETS = ((0, 1, "< 1 day"), (1, 7, "1-6 days"), (7, 30, "7-29 days"))
 AGE_OLDEST = "30+ days"
-DIGITS = 6  # summary figures are rounded: float sums may differ in the last bit
+DIGITS = 6  # summary figures are rounded
+# Rewards are summed exactly, in whole millionths: a float sum depends on the
+# order the rows are read in, which follows the order the chunks were written in
+# (a chunk redone after its worker was killed comes last), and the same seed
+# must give the same summary to the last digit. The reward table's values (SPEC
+# section 6) have one decimal, so millionths hold them exactly; and the summary
+# takes no longer than with a float sum (numeric took twice as long).
+REWARD_UNIT = 1_000_000
+
+
+class RewardUnits(Func):
+    """A reward in whole millionths, rounded to the nearest: PostgreSQL rounds a
+    float cast to an integer, SQLite truncates it."""
+
+    template = f"CAST(%(expressions)s * {REWARD_UNIT} AS bigint)"
+    output_field = BigIntegerField()
+
+    def as_sqlite(self, compiler, connection, **extra):
+        template = f"CAST(ROUND(%(expressions)s * {REWARD_UNIT}) AS integer)"
+        return self.as_sql(compiler, connection, template=template, **extra)
 
 
 def run_get(*, run_id: uuid.UUID | str) -> Run:
@@ -74,6 +104,11 @@ def promotion_evidence(*, shadow: Policy, active: Policy) -> Evidence | None:
     return None
 
 
+def _reward(units) -> float:
+    """A sum of ``RewardUnits`` (an int, or a Decimal from PostgreSQL's sum)."""
+    return int(units) / REWARD_UNIT
+
+
 def _mean(total: float, count: int) -> float:
     return round(total / count, DIGITS) if count else 0.0
 
@@ -92,7 +127,7 @@ def run_summary_compute(*, run: Run) -> dict:
         events.values("policy", "persona")
         .annotate(
             pulls=Count("id"),
-            total=Sum("reward"),
+            units=Sum(RewardUnits("reward")),
             explorations=Count("id", filter=Q(explored=True)),
         )
         .order_by("policy", "persona")
@@ -102,7 +137,7 @@ def run_summary_compute(*, run: Run) -> dict:
     for name in run.policies:
         rows = [cells[(name, p)] for p in PERSONA_NAMES if (name, p) in cells]
         pulls = sum(r["pulls"] for r in rows)
-        total = sum(r["total"] for r in rows)
+        total = _reward(sum(r["units"] for r in rows))
         policies.append(
             {
                 "policy": name,
@@ -119,7 +154,7 @@ def run_summary_compute(*, run: Run) -> dict:
             row = cells.get((name, persona))
             if row is None:
                 continue
-            mean = _mean(row["total"], row["pulls"])
+            mean = _mean(_reward(row["units"]), row["pulls"])
             means.append((name, mean))
             personas.append(
                 {
@@ -139,9 +174,9 @@ def run_summary_compute(*, run: Run) -> dict:
     # 2. The reward curve: mean reward per round, per policy.
     curve = {name: [0.0] * run.n_rounds for name in run.policies}
     for row in events.values("policy", "round").annotate(
-        n=Count("id"), total=Sum("reward")
+        n=Count("id"), units=Sum(RewardUnits("reward"))
     ):
-        curve[row["policy"]][row["round"]] = _mean(row["total"], row["n"])
+        curve[row["policy"]][row["round"]] = _mean(_reward(row["units"]), row["n"])
 
     # 3. What each policy picked and how users reacted, in one grouping.
     age_bucket = Case(

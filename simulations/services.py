@@ -3,12 +3,14 @@
 A run is split into chunks of users. ``run_chunk_execute`` simulates one chunk
 and writes its events together with marking it done, in one transaction, so a
 chunk is all or nothing; a chunk already done is skipped. That makes chunks safe
-to run again after a crash (the Celery tasks of the next step lean on it), and
-``run_execute`` runs them all in this process.
+to run again after a crash. ``run_execute`` runs them all in this process;
+``run_start`` sends one Celery task per chunk (``run_chunk_work`` on a worker),
+and ``runs_resume_stalled`` sends again those a broker lost.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import time
@@ -385,27 +387,83 @@ def run_finish(*, run_id: uuid.UUID) -> Run:
     return run_get(run_id=run.pk)
 
 
+def _chunks_send(chunks: Sequence[tuple[uuid.UUID, int]]) -> None:
+    """Send one task per (run id, chunk index) once the transaction commits, so a
+    worker never looks for a run, or a sending time, that is not there yet."""
+    from simulations import tasks  # tasks import this module
+
+    def send() -> None:
+        for run_id, index in chunks:
+            tasks.run_chunk.delay(str(run_id), index)
+
+    transaction.on_commit(send)
+
+
+@transaction.atomic
 def run_start(*, run_id: uuid.UUID) -> Run:
     """Hand a queued run to the Celery workers: one task per chunk not done.
 
-    The tasks are sent once the caller's transaction commits, so a worker never
-    looks for a run that is not there yet.
+    Each chunk records when its task was sent (``sent_at``), which is what
+    ``runs_resume_stalled`` goes by. The tasks are sent once the caller's
+    transaction commits.
     """
-    from simulations import tasks  # tasks import this module
-
     run = run_get(run_id=run_id)
     if run.status != RunStatus.QUEUED:
         raise Conflict(f"Run {run.id} is {run.status}, not queued.", field="id")
-    pending = list(
-        run.chunks.filter(status=ChunkStatus.PENDING).values_list("index", flat=True)
-    )
-
-    def send() -> None:
-        for index in pending:
-            tasks.run_chunk.delay(str(run.id), index)
-
-    transaction.on_commit(send)
+    pending = run.chunks.filter(status=ChunkStatus.PENDING)
+    indexes = list(pending.values_list("index", flat=True))
+    pending.update(sent_at=timezone.now())
+    _chunks_send([(run.id, index) for index in indexes])
     return run
+
+
+@transaction.atomic
+def runs_resume_stalled(
+    *, stalled_seconds: float | None = None
+) -> list[tuple[uuid.UUID, int]]:
+    """Send again the tasks that the workers seem to have lost; answers the
+    (run id, chunk index) of each task sent.
+
+    A broker that deletes a message when a worker reads it (the embedded
+    filesystem broker) loses the chunk of a worker killed mid-chunk; RabbitMQ
+    and Redis deliver it again. A chunk is taken for lost when it is still
+    pending, its task was sent over ``stalled_seconds`` ago (default: a chunk's
+    time limit, the longest a worker may hold it) and its run, queued or
+    running, has not completed a chunk for as long (``Run.updated_at`` moves
+    only then). A chunk that was merely waiting behind other runs' is sent
+    twice, which its idempotence makes harmless; each resend restarts the wait,
+    so a chunk is sent at most once per ``stalled_seconds``. Chunks never sent
+    (runsim in process) are left alone.
+    """
+    if stalled_seconds is None:
+        stalled_seconds = settings.SIMULATION_CHUNK_TIME_LIMIT
+    now = timezone.now()
+    cutoff = now - dt.timedelta(seconds=stalled_seconds)
+    stalled = (
+        RunChunk.objects.filter(
+            status=ChunkStatus.PENDING,
+            sent_at__lt=cutoff,
+            run__status__in=[RunStatus.QUEUED, RunStatus.RUNNING],
+            run__updated_at__lt=cutoff,
+        )
+        .select_for_update(skip_locked=True, of=("self",))
+        .order_by("run_id", "index")
+    )
+    # Locked: two sweeps at once, or a chunk committing now, are skipped.
+    chunks = list(stalled.values_list("pk", "run_id", "index"))
+    if not chunks:
+        return []
+    RunChunk.objects.filter(pk__in=[pk for pk, *_ in chunks]).update(sent_at=now)
+    resent = [(run_id, index) for _, run_id, index in chunks]
+    for run_id in dict.fromkeys(run_id for run_id, _ in resent):
+        logger.warning(
+            "simulation run %s: no progress for %d s, sending chunks %s again",
+            run_id,
+            stalled_seconds,
+            [index for r, index in resent if r == run_id],
+        )
+    _chunks_send(resent)
+    return resent
 
 
 def run_chunk_work(*, run_id: uuid.UUID | str, chunk_index: int) -> None:

@@ -2,7 +2,8 @@
 
 A run is one task per chunk. A chunk already done is skipped, so a redelivered
 or duplicated message writes nothing twice; the worker that completes the last
-chunk writes the summary.
+chunk writes the summary. ``resume_stalled``, on beat's schedule, sends again
+the chunks a broker without redelivery lost with a killed worker.
 """
 
 from __future__ import annotations
@@ -22,3 +23,15 @@ from simulations import services
 )
 def run_chunk(run_id: str, chunk_index: int) -> None:
     services.run_chunk_work(run_id=run_id, chunk_index=chunk_index)
+
+
+@shared_task(
+    name="simulations.resume_stalled",
+    acks_late=True,  # idempotent: a second sweep finds nothing stalled
+    time_limit=120,
+    soft_time_limit=100,
+    ignore_result=True,
+)
+def resume_stalled() -> int:
+    """Send again the tasks of stalled runs' pending chunks; answers how many."""
+    return len(services.runs_resume_stalled())

@@ -83,6 +83,15 @@ def test_bad_input_is_a_clear_error():
     assert not Run.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "args", [["--timeout", "5"], ["--workers", "--timeout", "0"]], ids=str
+)
+def test_a_timeout_needs_workers_and_a_positive_number(args):
+    with pytest.raises(CommandError, match="--timeout is a positive number"):
+        runsim(*DONE_WHEN, *args)
+    assert not Run.objects.exists()
+
+
 def test_a_failed_run_says_why(monkeypatch):
     class BrokenJudge(RuleJudge):
         def react(self, **kwargs):

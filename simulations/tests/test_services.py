@@ -316,6 +316,18 @@ def test_same_seed_same_summary_other_seed_other_summary():
     assert a.summary != c.summary
 
 
+def test_the_summary_does_not_depend_on_the_order_chunks_were_written_in():
+    # A chunk redone after its worker was killed is written last. With these
+    # sizes, summing the rewards as floats in that order changed a mean reward
+    # of the curve in its sixth digit (0.208187 against 0.208188).
+    sizes = dict(n_users=1_600, chunk_users=400, n_rounds=100)
+    in_order = services.run_execute(run_id=create(**sizes).id)
+    run = create(**sizes)
+    for index in (0, 2, 3, 1):
+        services.run_chunk_execute(run_id=run.id, chunk_index=index)
+    assert services.run_finish(run_id=run.id).summary == in_order.summary
+
+
 def test_finishing_a_finished_run_changes_nothing():
     run = services.run_execute(run_id=create().id)
     again = services.run_finish(run_id=run.id)

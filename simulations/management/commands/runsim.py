@@ -1,12 +1,14 @@
-"""python manage.py runsim: run a simulation in this process and print its results.
+"""python manage.py runsim: run a simulation and print its results.
 
-The results go to stdout and depend only on the arguments (same seed, same
-output); the progress bar and the run's id and timings go to stderr.
+In this process, or with ``--workers`` on the Celery workers, followed here by
+polling the run. The results go to stdout and depend only on the arguments (same
+seed, same output); the progress bar and the run's id and timings go to stderr.
 """
 
 from __future__ import annotations
 
 import getpass
+import time
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -14,14 +16,17 @@ from oo_ml.errors import DomainError
 from simulations import services
 from simulations.judges import JUDGES
 from simulations.models import Run, RunStatus
+from simulations.selectors import run_get
 
 BAR_WIDTH = 30
+POLL_SECONDS = 0.5  # how often --workers reads the run's progress
 
 
 class Command(BaseCommand):
     help = (
-        "Simulate policies on synthetic users (SPEC section 8) in this process, "
-        "store the events, and print the per-policy table and per-persona winners."
+        "Simulate policies on synthetic users (SPEC section 8) in this process or "
+        "on the Celery workers (--workers), store the events, and print the "
+        "per-policy table and per-persona winners."
     )
 
     def add_arguments(self, parser):
@@ -41,8 +46,25 @@ class Command(BaseCommand):
             default=services.DEFAULT_CHUNK_USERS,
             help="users per chunk",
         )
+        parser.add_argument(
+            "--workers",
+            action="store_true",
+            help="hand the run to the Celery workers (celery -A oo_ml worker), one "
+            "task per chunk, and follow it here",
+        )
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            help="with --workers: stop waiting after this many seconds (the run "
+            "goes on on the workers)",
+        )
 
     def handle(self, *args, **options):
+        timeout = options["timeout"]
+        if timeout is not None and (not options["workers"] or timeout <= 0):
+            raise CommandError(
+                "--timeout is a positive number of seconds, with --workers."
+            )
         try:
             run = services.run_create(
                 policies=options["policies"],
@@ -58,7 +80,10 @@ class Command(BaseCommand):
         except DomainError as error:
             raise CommandError(error.detail) from error
         self.stderr.write(f"run {run.id}: {run.chunks_total} chunk(s)")
-        run = self.execute_run(run)
+        if options["workers"]:
+            run = self.follow_on_workers(run, timeout=timeout)
+        else:
+            run = services.run_execute(run_id=run.id, on_progress=self.progress)
         if run.status != RunStatus.FINISHED:
             raise CommandError(f"run {run.id} {run.status}: {run.error}")
         self.stderr.write(
@@ -68,10 +93,33 @@ class Command(BaseCommand):
         )
         self.stdout.write(report(run))
 
-    def execute_run(self, run: Run) -> Run:
-        """Runs every chunk here. The place a --workers option would hand the run
-        to the Celery workers instead (not built yet, so there is no flag)."""
-        return services.run_execute(run_id=run.id, on_progress=self.progress)
+    def follow_on_workers(self, run: Run, *, timeout: float | None) -> Run:
+        """Send the run's chunks to the workers, then show its progress until it
+        finishes or fails (or ``timeout`` seconds pass: a CommandError)."""
+        services.run_start(run_id=run.id)
+        self.stderr.write(
+            "sent to the Celery workers; Ctrl-C stops following it, not the run"
+        )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        shown = None
+        while True:
+            run = run_get(run_id=run.id)
+            if run.chunks_done != shown:
+                self.progress(run.chunks_done, run.chunks_total)
+                shown = run.chunks_done
+            if run.status in (RunStatus.FINISHED, RunStatus.FAILED):
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                self.stderr.write("")
+                raise CommandError(
+                    f"run {run.id} is still {run.status} after {timeout:g} s "
+                    f"({run.chunks_done}/{run.chunks_total} chunks done): are the "
+                    "workers running? It goes on on them."
+                )
+            time.sleep(POLL_SECONDS)
+        if run.chunks_done < run.chunks_total:
+            self.stderr.write("")  # end the progress bar's line
+        return run
 
     def progress(self, done: int, total: int) -> None:
         filled = BAR_WIDTH * done // total
