@@ -111,3 +111,30 @@ def test_a_run_started_from_the_admin_shows_live_progress_then_its_results(
     expect(picks).to_be_visible()
     expect(picks).to_contain_text("Priority")
     expect(picks).to_contain_text("Reaction")
+
+
+def test_a_run_started_from_the_admin_finishes_on_a_real_worker(
+    admin_page, celery_queue, celery_worker
+):
+    """The same page, with a real ``celery worker`` reading the broker."""
+    celery_worker(celery_queue, concurrency=2)
+    page = admin_page
+    page.goto("/admin/simulations/")
+    form = page.locator("#start")
+    form.get_by_label("Users:", exact=True).fill("400")
+    form.get_by_label("Rounds:").fill("50")
+    form.get_by_label("Seed:").fill("7")
+    form.get_by_label("Users per chunk:").fill("50")
+
+    form.get_by_role("button", name="Start the run").click()
+
+    run = Run.objects.get()
+    row = page.locator(f"#run-{run.pk}")
+    expect(row).to_contain_text("Finished", timeout=60_000)
+    expect(row.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "8")
+    run.refresh_from_db()
+    assert (run.status, run.chunks_done) == (RunStatus.FINISHED, 8)
+    row.get_by_role("link", name="egreedy-v1 vs egreedy-v2").click()
+    chart = page.get_by_role("img", name=re.compile("^Mean reward per round"))
+    expect(chart.locator("polyline")).to_have_count(2)
+    expect(page.locator("#results table tbody tr")).to_have_count(2)
