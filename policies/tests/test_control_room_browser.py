@@ -123,7 +123,11 @@ def test_promote_shows_the_evidence_or_the_refusal_and_rollback_undoes_it(
         "egreedy-v2 is now the active policy"
     )
     expect(page.locator("#policy-egreedy-v2")).to_contain_text("Active")
-    expect(page.locator("#history tbody tr").first).to_contain_text("promoted")
+    latest = page.locator("#history tbody tr").first
+    expect(latest).to_contain_text("promoted")
+    expect(latest.get_by_role("link", name="evidence: simulation")).to_have_attribute(
+        "href", re.compile(r"/admin/simulations/run/[0-9a-f-]+/change/")
+    )
     assert Policy.objects.get(role="active").name == "egreedy-v2"
 
     page.once("dialog", lambda dialog: dialog.accept())
