@@ -228,6 +228,8 @@ class PolicyActivity:
     policy: Policy
     last_day: Activity
     all_time: Activity
+    # Shadows: their value estimated from the active policy's rewarded decisions.
+    off_policy: bandits.OffPolicyValue | None = None
 
 
 def _windowed(queryset, since: datetime, **measures) -> dict[int, dict]:
@@ -283,6 +285,8 @@ def policy_activity(*, since: datetime) -> list[PolicyActivity]:
         reward_sum=(Sum, "reward", None),
     )
 
+    off_policy = shadow_values(since=since)
+
     def window(policy_id: int, suffix: str) -> Activity:
         d = decisions.get(policy_id, {})
         a = agreement.get(policy_id, {})
@@ -296,7 +300,12 @@ def policy_activity(*, since: datetime) -> list[PolicyActivity]:
         )
 
     return [
-        PolicyActivity(policy, window(policy.id, "_day"), window(policy.id, ""))
+        PolicyActivity(
+            policy,
+            window(policy.id, "_day"),
+            window(policy.id, ""),
+            off_policy.get(policy.id),
+        )
         for policy in policy_list()
     ]
 
@@ -311,3 +320,48 @@ def promotion_to_undo() -> PolicyChange | None:
         .first()
     )
     return latest if latest and latest.action == ChangeAction.PROMOTE else None
+
+
+_REWARD = Reward._meta.db_table
+# Each reward of an active decision since a time, with what every shadow that
+# scored the same request computed. Newest first, so a limit keeps the latest.
+_SHADOW_SAMPLES_SQL = f"""
+    SELECT s.policy_id, s.estimates, s.bonuses, a.pick_index, a.propensity, r.reward
+    FROM {_REWARD} r
+    JOIN {_DECISION} a ON a.id = r.decision_id AND a.role = %s
+    JOIN {_DECISION} s ON s.request_id = a.request_id AND s.role = %s
+    WHERE r.created_at >= %s
+    ORDER BY r.created_at DESC
+    LIMIT %s
+"""
+OFF_POLICY_SAMPLES = 20_000
+
+
+def shadow_values(*, since: datetime) -> dict[int, bandits.OffPolicyValue]:
+    """Each shadow's value on the active policy's rewarded decisions since
+    ``since`` (SPEC §7: off-policy estimates where propensities allow).
+
+    A shadow's probability of the pick the active policy made comes from the
+    estimates (and bonuses) it logged on the same request; the active policy's
+    logged propensity is the denominator. At most the latest OFF_POLICY_SAMPLES
+    rewards are read.
+    """
+    rows = fetch_all(
+        _SHADOW_SAMPLES_SQL, [Role.ACTIVE, Role.SHADOW, since, OFF_POLICY_SAMPLES]
+    )
+    policies = {p.id: p for p in Policy.objects.filter(role=Role.SHADOW)}
+    samples: dict[int, list[tuple[float, float, float]]] = {}
+    for policy_id, estimates, bonuses, pick, propensity, reward in rows:
+        policy = policies.get(policy_id)
+        if policy is None:  # no longer a shadow
+            continue
+        if isinstance(estimates, str):  # SQLite hands JSON back as text
+            estimates, bonuses = json.loads(estimates), json.loads(bonuses or "null")
+        target = bandits.action_probabilities(
+            policy.algorithm, policy.params, estimates, bonuses
+        )[pick]
+        samples.setdefault(policy_id, []).append((target, propensity, reward))
+    return {
+        policy_id: bandits.off_policy_value(*np.array(rows).T)
+        for policy_id, rows in samples.items()
+    }

@@ -75,7 +75,15 @@ def test_logs_cannot_be_deleted_from_the_admin(client, staff_user, history):
     assert Decision.objects.count() == 1 and Reward.objects.count() == 1
 
 
-def _decision(policy: str, request_id, tip_id: str, *, days_ago: float = 0):
+def _decision(
+    policy: str,
+    request_id,
+    tip_id: str,
+    *,
+    days_ago: float = 0,
+    estimates=(0.0, 0.0),
+    propensity: float = 1.0,
+):
     return Decision.objects.create(
         request_id=request_id,
         policy=Policy.objects.get(name=policy),
@@ -85,11 +93,11 @@ def _decision(policy: str, request_id, tip_id: str, *, days_ago: float = 0):
         context={},
         profile={},
         features=[[0.0], [0.0]],
-        estimates=[0.0, 0.0],
+        estimates=list(estimates),
         pick_index=0 if tip_id == "a" else 1,
         tip_id=tip_id,
         score=0.0,
-        propensity=1.0,
+        propensity=propensity,
         exploring=False,
         created_at=timezone.now() - timedelta(days=days_ago),
     )
@@ -233,3 +241,43 @@ def test_reset_from_the_state_page_needs_the_permission(client, history):
 def test_a_malformed_or_unknown_id_in_an_admin_action_is_a_404(client, staff_user, url):
     client.force_login(staff_user)
     assert client.get(url).status_code == 404
+
+
+@pytest.mark.django_db
+def test_a_shadow_value_is_estimated_from_the_active_policy_rewards():
+    """egreedy-v2 (epsilon 0.1, two candidates) on three rewarded requests."""
+    cases = (
+        # active pick, its propensity, shadow estimates, reward
+        ("a", 0.95, (0.9, 0.1), 1.0),  # the shadow's greedy pick too: 0.95
+        ("b", 0.05, (0.9, 0.1), -1.0),  # the shadow's exploring pick: 0.05
+        ("a", 0.95, (0.1, 0.9), 1.0),  # the shadow would rather b: 0.05
+        ("a", 0.95, (0.9, 0.1), 5.0),  # two days old: outside the window
+    )
+    active = Policy.objects.get(name="egreedy-v1")
+    for index, (pick, propensity, estimates, reward) in enumerate(cases):
+        age = 2 if index == 3 else 0
+        request = uuid.uuid4()
+        decision = _decision(
+            "egreedy-v1", request, pick, propensity=propensity, days_ago=age
+        )
+        _decision("egreedy-v2", request, "a", estimates=estimates, days_ago=age)
+        Reward.objects.create(
+            policy=active,
+            user_id="u1",
+            tip_id=pick,
+            reward=reward,
+            decision=decision,
+            fingerprint="x",
+            features=[0.0],
+            created_at=timezone.now() - timedelta(days=age),
+        )
+
+    values = selectors.shadow_values(since=timezone.now() - timedelta(days=1))
+
+    value = values[Policy.objects.get(name="egreedy-v2").id]
+    w = [1.0, 1.0, 0.05 / 0.95]  # shadow's probability / active's propensity
+    assert value.samples == 3 and value.matched == 3
+    assert value.ips == pytest.approx((1.0 - 1.0 + w[2]) / 3, abs=1e-12)
+    assert value.snips == pytest.approx(w[2] / sum(w), abs=1e-12)
+    assert value.logged_mean == pytest.approx(1 / 3, abs=1e-12)
+    assert set(values) == {Policy.objects.get(name="egreedy-v2").id}
