@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
+from django.urls.converters import StringConverter
 
-class IdConverter:
+
+class IdConverter(StringConverter):
     """A user id or policy name in a path: 1 to 128 characters, no slash and no
     NUL (the database cannot store one: it would be a 500, not a 404)."""
 
     regex = r"[^/\x00]{1,128}"
-
-    def to_python(self, value: str) -> str:
-        return value
-
-    def to_url(self, value: str) -> str:
-        return value

@@ -12,7 +12,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
-from django.urls import NoReverseMatch, path, reverse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -87,14 +87,6 @@ def _why(decisions) -> str:
         ]
         explained.append((decision, rows))
     return render_to_string("admin/policies/_why.html", {"decisions": explained})
-
-
-def _run_url(run_id: str) -> str | None:
-    """The simulation run's admin page, where the simulations admin has one."""
-    try:
-        return reverse("admin:simulations_run_change", args=[run_id])
-    except NoReverseMatch:
-        return None
 
 
 def control_room(request: HttpRequest) -> TemplateResponse:
@@ -203,7 +195,6 @@ class PolicyAdmin(ReadOnlyAdmin):
             "active": active,
             "evidence": evidence,
             "refusal": refusal,
-            "run_url": _run_url(evidence.run_id) if evidence else None,
             "can_promote": _can_toggle(request) and refusal is None,
         }
         return TemplateResponse(request, "admin/policies/promote.html", context)

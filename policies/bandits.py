@@ -109,13 +109,6 @@ def _encode_into(
         _profile_into(x, profile, hour)
 
 
-def profile_block(profile: Mapping[str, float | None], hour: float) -> np.ndarray:
-    """Features 7-11 (SPEC section 3): nulls map to their neutral values."""
-    x = np.empty(PROFILE_DIMENSION)
-    _profile_into(x, _profile_values(profile), float(hour))
-    return x[7:]
-
-
 def _check_dimension(dimension: int) -> None:
     if dimension not in DIMENSIONS:
         raise ValueError(f"dimension must be one of {DIMENSIONS}, not {dimension}")

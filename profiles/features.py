@@ -72,7 +72,6 @@ FEATURES = (
     ),
 )
 NAMES = tuple(f.name for f in FEATURES)
-BY_NAME = {f.name: f for f in FEATURES}
 
 
 @dataclass(frozen=True, slots=True)
