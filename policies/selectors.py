@@ -235,14 +235,13 @@ class PolicyActivity:
 def _windowed(queryset, since: datetime, **measures) -> dict[int, dict]:
     """Per policy, each aggregate over all time and (``<name>_day``) since ``since``.
 
-    ``measures`` maps a name to (aggregate class, expression, extra filter or None).
+    ``measures`` maps a name to (aggregate class, expression).
     """
     recent = Q(created_at__gte=since)
     annotations = {}
-    for name, (aggregate, expression, condition) in measures.items():
-        day = recent if condition is None else condition & recent
-        annotations[name] = aggregate(expression, filter=condition)
-        annotations[f"{name}_day"] = aggregate(expression, filter=day)
+    for name, (aggregate, expression) in measures.items():
+        annotations[name] = aggregate(expression)
+        annotations[f"{name}_day"] = aggregate(expression, filter=recent)
     rows = queryset.values("policy_id").annotate(**annotations).order_by()
     return {row.pop("policy_id"): row for row in rows}
 
@@ -271,7 +270,7 @@ def policy_activity(*, since: datetime) -> list[PolicyActivity]:
     shadow counts only requests the active policy also answered (not the named
     routes, where a shadow scores alone).
     """
-    decisions = _windowed(Decision.objects, since, decisions=(Count, "id", None))
+    decisions = _windowed(Decision.objects, since, decisions=(Count, "id"))
     agreement = {
         policy_id: dict(zip(_AGREEMENT_COLUMNS, counts, strict=True))
         for policy_id, *counts in fetch_all(
@@ -281,8 +280,8 @@ def policy_activity(*, since: datetime) -> list[PolicyActivity]:
     rewards = _windowed(
         Reward.objects,
         since,
-        rewards=(Count, "id", None),
-        reward_sum=(Sum, "reward", None),
+        rewards=(Count, "id"),
+        reward_sum=(Sum, "reward"),
     )
 
     off_policy = shadow_values(since=since)

@@ -7,18 +7,18 @@ import datetime as dt
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema_field, inline_serializer
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from policies.serializers import (
     IdField,
+    ProfileFeaturesField,
     RecordField,
     StrictIntegerField,
     StrictUUIDField,
     hour_field,
-    profile_feature_field,
+    record_serializer,
 )
-from profiles import features
 from profiles.models import MAX_DWELL_MS, Kind
 
 # Clocks drift: an event a little ahead of ours is real, one far ahead is a bug.
@@ -114,13 +114,7 @@ class EventOutputSerializer(serializers.Serializer):
     reason = serializers.CharField()
 
 
-PROFILE_FEATURES = inline_serializer(
-    "ProfileFeatures",
-    {
-        feature.name: profile_feature_field(feature, allow_null=True)
-        for feature in features.FEATURES
-    },
-)
+PROFILE_FEATURES = record_serializer("ProfileFeatures", ProfileFeaturesField)
 
 
 class ProfileOutputSerializer(serializers.Serializer):

@@ -49,29 +49,6 @@ def reward_event_id(event_id: uuid.UUID) -> str:
     return f"event:{event_id}"
 
 
-def _event_fingerprint(
-    *,
-    user_id: str,
-    tip_id: str,
-    kind: str,
-    dwell_ms: int | None,
-    decision_id: uuid.UUID | None,
-    occurred_at: datetime | None,
-    hour_of_day: int | None,
-) -> str:
-    # What the caller sent, not the defaults filled in: a replay that leaves
-    # occurred_at out again is the same request.
-    return fingerprint(
-        user_id=user_id,
-        tip_id=tip_id,
-        kind=kind,
-        dwell_ms=dwell_ms,
-        decision_id=decision_id,
-        occurred_at=None if occurred_at is None else occurred_at.isoformat(),
-        hour_of_day=hour_of_day,
-    )
-
-
 def _event_build(
     *,
     user_id: str,
@@ -84,13 +61,15 @@ def _event_build(
     hour_of_day: int | None = None,
     now: datetime | None = None,
 ) -> Event:
-    digest = _event_fingerprint(
+    # What the caller sent, not the defaults filled in: a replay that leaves
+    # occurred_at out again is the same request.
+    digest = fingerprint(
         user_id=user_id,
         tip_id=tip_id,
         kind=kind,
         dwell_ms=dwell_ms,
         decision_id=decision_id,
-        occurred_at=occurred_at,
+        occurred_at=None if occurred_at is None else occurred_at.isoformat(),
         hour_of_day=hour_of_day,
     )
     occurred = occurred_at or now or timezone.now()
@@ -224,11 +203,12 @@ def event_record(
 def events_record_bulk(
     events: Iterable[Mapping[str, Any]], *, batch_size: int = 5000
 ) -> int:
-    """Store many events at once (the simulator's path); answers how many.
+    """Store many events at once (the tests' and benchmarks' loader); answers
+    how many.
 
     Each mapping takes ``event_record``'s arguments. No rewards are inferred
-    and no replay is checked: the caller owns both (the simulator trains its
-    own state). An event_id already stored fails the whole batch.
+    and no replay is checked: the caller owns both. An event_id already stored
+    fails the whole batch.
     """
     now = timezone.now()
     rows = [_event_build(now=now, **event) for event in events]

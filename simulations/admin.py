@@ -27,7 +27,7 @@ from simulations import charts, selectors, services
 from simulations.forms import RunStartForm
 from simulations.models import Run, RunStatus
 from simulations.personas import PERSONAS
-from simulations.selectors import AGE_BUCKETS, AGE_OLDEST
+from simulations.selectors import AGE_LABELS
 
 RUNS_PER_PAGE = 20
 MAX_POLLED = 100
@@ -233,7 +233,7 @@ def _short_age(label: str) -> str:
 def _pick_groups(run: Run) -> tuple[list[dict], list[dict]]:
     """What each policy picked, as shares of its picks, in column groups."""
     picks = run.summary["picks"]
-    ages = [label for *_, label in AGE_BUCKETS] + [AGE_OLDEST]
+    ages = AGE_LABELS
     reactions = [
         k for k in REACTIONS if any(k in p["reaction"] for p in picks.values())
     ]

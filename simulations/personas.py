@@ -135,13 +135,7 @@ def persona_of(users: np.ndarray) -> np.ndarray:
 def profile_arrays(persona: np.ndarray) -> dict[str, np.ndarray]:
     """Each user's profile features by name, NaN for a null: what encode_batch
     reads for a D=12 policy."""
-    table = {
-        name: np.array(
-            [np.nan if (v := getattr(p, name)) is None else float(v) for p in PERSONAS]
-        )
-        for name in bandits.PROFILE_NAMES
-    }
-    return {name: values[persona] for name, values in table.items()}
+    return {name: column(name)[persona] for name in bandits.PROFILE_NAMES}
 
 
 def column(name: str) -> np.ndarray:

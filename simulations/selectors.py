@@ -31,6 +31,7 @@ from simulations.personas import PERSONA_NAMES
 # What kinds of tasks a policy picked: task age in these buckets (days).
 AGE_BUCKETS = ((0, 1, "< 1 day"), (1, 7, "1-6 days"), (7, 30, "7-29 days"))
 AGE_OLDEST = "30+ days"
+AGE_LABELS = [label for *_, label in AGE_BUCKETS] + [AGE_OLDEST]
 DIGITS = 6  # summary figures are rounded
 # Rewards are summed exactly, in whole millionths: a float sum depends on the
 # order the rows are read in, which follows the order the chunks were written in
@@ -64,7 +65,9 @@ def run_get(*, run_id: uuid.UUID | str) -> Run:
 EVIDENCE_RUNS_SCANNED = 200
 
 
-def _spec(policy: Policy) -> dict:
+def policy_spec(policy: Policy) -> dict:
+    """What a run keeps of a policy (``Run.policy_specs``), and what evidence for
+    promoting it must match."""
     return {
         "name": policy.name,
         "algorithm": policy.algorithm,
@@ -80,7 +83,7 @@ def promotion_evidence(*, shadow: Policy, active: Policy) -> Evidence | None:
     parameters changed says nothing about them. The latest such run is the
     evidence, whichever way it went, so an older, kinder run cannot be picked.
     """
-    wanted = {shadow.name: _spec(shadow), active.name: _spec(active)}
+    wanted = {shadow.name: policy_spec(shadow), active.name: policy_spec(active)}
     runs = (
         Run.objects.filter(status=RunStatus.FINISHED)
         .order_by("-finished_at")
@@ -187,7 +190,7 @@ def run_summary_compute(*, run: Run) -> dict:
         default=Value(len(AGE_BUCKETS)),
         output_field=IntegerField(),
     )
-    labels = [label for *_, label in AGE_BUCKETS] + [AGE_OLDEST]
+    labels = AGE_LABELS
     picks = {
         name: {
             "priority": {str(p): 0 for p in range(1, 5)},

@@ -32,7 +32,7 @@ from simulations import engine
 from simulations.judges import JUDGES
 from simulations.models import ChunkStatus, Run, RunChunk, RunEvent, RunStatus
 from simulations.personas import PERSONA_NAMES
-from simulations.selectors import run_get, run_summary_compute
+from simulations.selectors import policy_spec, run_get, run_summary_compute
 
 logger = logging.getLogger(__name__)
 
@@ -81,15 +81,7 @@ def _policy_specs(names) -> list[dict]:
         raise InvalidInput(
             f"No policy named {', '.join(map(repr, missing))}.", field="policies"
         )
-    return [
-        {
-            "name": n,
-            "algorithm": found[n].algorithm,
-            "dimension": found[n].dimension,
-            "params": found[n].params,
-        }
-        for n in names
-    ]
+    return [policy_spec(found[n]) for n in names]
 
 
 @transaction.atomic
@@ -233,10 +225,9 @@ def events_write(
             for row in zip(*columns, strict=True):
                 copy.write_row(row)
     else:
-        fields = [name.removesuffix("_id") for name in _EVENT_COLUMNS[1:]]
         RunEvent.objects.bulk_create(
             (
-                RunEvent(run_id=row[0], **dict(zip(fields, row[1:], strict=True)))
+                RunEvent(**dict(zip(_EVENT_COLUMNS, row, strict=True)))
                 for row in zip(*columns, strict=True)
             ),
             batch_size=BULK_BATCH,
@@ -257,15 +248,7 @@ class ChunkResult:
 
 
 def _specs(run: Run) -> list[engine.PolicySpec]:
-    return [
-        engine.PolicySpec(
-            name=s["name"],
-            algorithm=s["algorithm"],
-            dimension=s["dimension"],
-            params=s["params"],
-        )
-        for s in run.policy_specs
-    ]
+    return [engine.PolicySpec(**spec) for spec in run.policy_specs]
 
 
 def _skipped(index: int) -> ChunkResult:
