@@ -159,11 +159,7 @@ class PolicyAdmin(ReadOnlyAdmin):
         policy = self.object_or_404(request, object_id)
         if not self.has_view_permission(request, policy):
             raise PermissionDenied
-        active = Policy.objects.filter(role=Role.ACTIVE).first()
-        evidence = None
-        if active is not None and policy.role == Role.SHADOW:
-            evidence = sim_selectors.promotion_evidence(shadow=policy, active=active)
-        if request.method == "POST":
+        if request.method == "POST":  # the service finds the evidence, under lock
             if not _can_toggle(request):
                 raise PermissionDenied
             try:
@@ -179,6 +175,10 @@ class PolicyAdmin(ReadOnlyAdmin):
                 request, f"Promoted: {policy.name} is now the active policy."
             )
             return HttpResponseRedirect(reverse("policies-control-room"))
+        active = Policy.objects.filter(role=Role.ACTIVE).first()
+        evidence = None
+        if active is not None and policy.role == Role.SHADOW:
+            evidence = sim_selectors.promotion_evidence(shadow=policy, active=active)
         if policy.role != Role.SHADOW:
             refusal = f"{policy.name} is {policy.role}: only a shadow can be promoted."
         elif active is None:
@@ -330,9 +330,8 @@ class BanditStateAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Pulls (explored)")
     def pulls(self, state: BanditState) -> str:
-        stats = selectors.user_stats(policy=state.policy, user_id=state.user_id)
-        explored = round(stats.exploration_rate * stats.pulls)
-        return format_html("{} ({} explored)", stats.pulls, explored)
+        counts = selectors.user_pulls(policy=state.policy, user_id=state.user_id)
+        return format_html("{pulls} ({explorations} explored)", **counts)
 
     @admin.display(description="Last decisions: why each pick won")
     def recent_decisions(self, state: BanditState) -> str:

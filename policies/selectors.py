@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -140,11 +141,17 @@ class UserStats:
     last_updated: datetime | None
 
 
-def user_stats(*, policy: Policy, user_id: str) -> UserStats:
-    state = BanditState.objects.filter(policy=policy, user_id=user_id).first()
-    counts = Decision.objects.filter(policy=policy, user_id=user_id).aggregate(
+def user_pulls(*, policy: Policy, user_id: str) -> dict[str, int]:
+    """``{"pulls", "explorations"}``: the user's decisions under the policy,
+    counted from the decision log."""
+    return Decision.objects.filter(policy=policy, user_id=user_id).aggregate(
         pulls=Count("id"), explorations=Count("id", filter=Q(exploring=True))
     )
+
+
+def user_stats(*, policy: Policy, user_id: str) -> UserStats:
+    state = BanditState.objects.filter(policy=policy, user_id=user_id).first()
+    counts = user_pulls(policy=policy, user_id=user_id)
     if state is None and not counts["pulls"]:
         raise NotFound(
             f"User {user_id!r} has no state under {policy.name}.", field="user_id"
@@ -284,7 +291,10 @@ def policy_activity(*, since: datetime) -> list[PolicyActivity]:
         reward_sum=(Sum, "reward"),
     )
 
-    off_policy = shadow_values(since=since)
+    policies = policy_list()
+    off_policy = shadow_values(
+        since=since, shadows=[p for p in policies if p.role == Role.SHADOW]
+    )
 
     def window(policy_id: int, suffix: str) -> Activity:
         d = decisions.get(policy_id, {})
@@ -305,7 +315,7 @@ def policy_activity(*, since: datetime) -> list[PolicyActivity]:
             window(policy.id, ""),
             off_policy.get(policy.id),
         )
-        for policy in policy_list()
+        for policy in policies
     ]
 
 
@@ -336,7 +346,9 @@ _SHADOW_SAMPLES_SQL = f"""
 OFF_POLICY_SAMPLES = 20_000
 
 
-def shadow_values(*, since: datetime) -> dict[int, bandits.OffPolicyValue]:
+def shadow_values(
+    *, since: datetime, shadows: Sequence[Policy]
+) -> dict[int, bandits.OffPolicyValue]:
     """Each shadow's value on the active policy's rewarded decisions since
     ``since`` (SPEC §7: off-policy estimates where propensities allow).
 
@@ -348,7 +360,7 @@ def shadow_values(*, since: datetime) -> dict[int, bandits.OffPolicyValue]:
     rows = fetch_all(
         _SHADOW_SAMPLES_SQL, [Role.ACTIVE, Role.SHADOW, since, OFF_POLICY_SAMPLES]
     )
-    policies = {p.id: p for p in Policy.objects.filter(role=Role.SHADOW)}
+    policies = {p.id: p for p in shadows}
     samples: dict[int, list[tuple[float, float, float]]] = {}
     for policy_id, estimates, bonuses, pick, propensity, reward in rows:
         policy = policies.get(policy_id)

@@ -272,7 +272,10 @@ def test_a_shadow_value_is_estimated_from_the_active_policy_rewards():
             created_at=timezone.now() - timedelta(days=age),
         )
 
-    values = selectors.shadow_values(since=timezone.now() - timedelta(days=1))
+    values = selectors.shadow_values(
+        since=timezone.now() - timedelta(days=1),
+        shadows=Policy.objects.filter(role="shadow"),
+    )
 
     value = values[Policy.objects.get(name="egreedy-v2").id]
     w = [1.0, 1.0, 0.05 / 0.95]  # shadow's probability / active's propensity
