@@ -110,12 +110,34 @@ function M.reward_body()
   )
 end
 
+M.KINDS = { "served", "served", "done", "dismissed", "snoozed", "viewed" }
+
+function M.event_body()
+  local kind = M.KINDS[math.random(#M.KINDS)]
+  local dwell = ""
+  if kind == "done" then
+    dwell = string.format(',"dwell_ms":%d', math.random(1000, 900000))
+  end
+  return string.format(
+    '{"user_id":"%s","tip_id":"task-%d","kind":"%s","hour_of_day":%d%s}',
+    M.user(),
+    math.random(0, M.TASKS - 1),
+    kind,
+    math.random(0, 23),
+    dwell
+  )
+end
+
 function M.score_request()
   return wrk.format("POST", "/score", M.HEADERS, M.score_body())
 end
 
 function M.reward_request()
   return wrk.format("POST", "/reward", M.HEADERS, M.reward_body())
+end
+
+function M.event_request()
+  return wrk.format("POST", "/events", M.HEADERS, M.event_body())
 end
 
 -- done() runs in the main state after the run: one JSON line for bench/report.py.

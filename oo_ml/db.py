@@ -9,7 +9,8 @@ ORM would store them, and skip only the compilation.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 
 from django.db import connection, models
 from django.db.backends.utils import CursorWrapper
@@ -51,7 +52,7 @@ def rows_insert(
 
 
 def fetch_one(
-    sql: str, params: Sequence, cursor: CursorWrapper | None = None
+    sql: str, params: Sequence | Mapping, cursor: CursorWrapper | None = None
 ) -> tuple | None:
     with _cursor(cursor) as c:
         c.execute(sql, params)
@@ -59,7 +60,7 @@ def fetch_one(
 
 
 def fetch_all(
-    sql: str, params: Sequence, cursor: CursorWrapper | None = None
+    sql: str, params: Sequence | Mapping, cursor: CursorWrapper | None = None
 ) -> list[tuple]:
     with _cursor(cursor) as c:
         c.execute(sql, params)
@@ -70,3 +71,28 @@ def for_update(of: str) -> str:
     """The clause locking the rows of table alias ``of``, where the database has
     row locks (SQLite locks the whole file for a write transaction instead)."""
     return f" FOR UPDATE OF {of}" if connection.features.has_select_for_update else ""
+
+
+def _lock_key(name: str) -> int:
+    """A signed 64-bit key for ``name``: PostgreSQL's advisory locks take one."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def names_lock(names: Iterable[str], cursor: CursorWrapper | None = None) -> None:
+    """Hold a lock on each of ``names`` until the transaction ends.
+
+    PostgreSQL advisory locks, taken in one order so that two holders of
+    overlapping sets cannot deadlock. For what has no row to lock yet (a
+    user's profile before it is first stored). SQLite needs none: a write
+    transaction holds the whole file.
+    """
+    if connection.vendor != "postgresql":
+        return
+    keys = sorted({_lock_key(name) for name in names})
+    if keys:
+        with _cursor(cursor) as c:
+            c.execute(
+                "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k",
+                [keys],
+            )

@@ -7,6 +7,7 @@ filesystem Celery broker, both under ``var/``.
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from oo_ml.env import env
 
@@ -127,6 +128,17 @@ TOKEN_CACHE_SECONDS = env("OO_ML_TOKEN_CACHE_SECONDS", 30.0)
 HISTORY_LIMIT = 100
 # A stored profile older than this is recomputed when read (SPEC section 6).
 PROFILE_TTL_SECONDS = env("OO_ML_PROFILE_TTL_SECONDS", 900)
+# Rewards: the range /reward accepts, and what a second reward for one decision
+# does: "first" refuses it (409 already_rewarded), "sum" applies every one.
+REWARD_MIN = env("OO_ML_REWARD_MIN", -1.0)
+REWARD_MAX = env("OO_ML_REWARD_MAX", 1.0)
+REWARD_AGGREGATION = env("OO_ML_REWARD_AGGREGATION", "first")
+if REWARD_AGGREGATION not in ("first", "sum"):
+    raise ImproperlyConfigured(
+        f"OO_ML_REWARD_AGGREGATION must be first or sum, not {REWARD_AGGREGATION!r}"
+    )
+if not REWARD_MIN < REWARD_MAX:
+    raise ImproperlyConfigured("OO_ML_REWARD_MIN must be below OO_ML_REWARD_MAX")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

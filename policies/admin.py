@@ -68,14 +68,32 @@ def _history(changes) -> str:
     return render_to_string("admin/policies/_history.html", {"changes": changes})
 
 
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def _inputs(decision: Decision) -> dict:
+    """What the policy scored on: the context's hour (every candidate's, whatever
+    its own hour_of_day said), the day, and the profile values it used."""
+    profile = []
+    if decision.policy.dimension == bandits.PROFILE_DIMENSION:
+        profile = [(name, decision.profile.get(name)) for name in bandits.PROFILE_NAMES]
+    return {
+        "hour": decision.context["hour_of_day"],
+        "day": _DAYS[decision.context["day_of_week"]],
+        "profile": profile,
+    }
+
+
 def _why(decisions) -> str:
-    """Each decision with, per candidate, what the policy saw in it."""
+    """Each decision with what it was scored on and, per candidate, its task
+    features and what the policy estimated."""
     explained = []
     for decision in decisions:
         bonuses = decision.bonuses or [None] * len(decision.candidates)
         rows = [
             {
                 "id": candidate["id"],
+                "features": candidate["features"],
                 "estimate": estimate,
                 "bonus": bonus,
                 "bound": None if bonus is None else estimate + bonus,
@@ -85,7 +103,7 @@ def _why(decisions) -> str:
                 zip(decision.candidates, decision.estimates, bonuses, strict=True)
             )
         ]
-        explained.append((decision, rows))
+        explained.append((decision, _inputs(decision), rows))
     return render_to_string("admin/policies/_why.html", {"decisions": explained})
 
 
@@ -115,7 +133,15 @@ class PolicyAdmin(ReadOnlyAdmin):
     """Read-only: a policy changes only by its switch (or promotion), recorded."""
 
     change_form_template = "admin/policies/policy/change_form.html"
-    list_display = ("name", "role", "enabled", "algorithm", "dimension", "params")
+    list_display = (
+        "name",
+        "role",
+        "enabled",
+        "learns_live",
+        "algorithm",
+        "dimension",
+        "params",
+    )
     list_filter = ("role", "algorithm")
     search_fields = ("name",)
     fields = (
@@ -125,6 +151,7 @@ class PolicyAdmin(ReadOnlyAdmin):
         "params",
         "role",
         "enabled",
+        "learns_live",
         "description",
         "created_at",
         "updated_at",
@@ -144,6 +171,11 @@ class PolicyAdmin(ReadOnlyAdmin):
                 "<path:object_id>/toggle/",
                 wrap(require_POST(self.toggle_view)),
                 name="policies_policy_toggle",
+            ),
+            path(
+                "<path:object_id>/learning/",
+                wrap(require_POST(self.learning_view)),
+                name="policies_policy_learning",
             ),
             path(
                 "<path:object_id>/promote/",
@@ -211,20 +243,37 @@ class PolicyAdmin(ReadOnlyAdmin):
         return HttpResponseRedirect(reverse("policies-control-room"))
 
     def toggle_view(self, request: HttpRequest, object_id: str):
-        """The control room's switch: POST ``enabled=on|off``, then back."""
+        """The scoring switch: POST ``enabled=on|off``, then back."""
+        return self._switch(
+            request,
+            object_id,
+            field="enabled",
+            service=services.policy_toggle,
+            said="Shadow {name} is {state}.",
+        )
+
+    def learning_view(self, request: HttpRequest, object_id: str):
+        """The learning switch: POST ``learns_live=on|off``, then back."""
+        return self._switch(
+            request,
+            object_id,
+            field="learns_live",
+            service=services.policy_learning_set,
+            said="Learning from live rewards is {state} for {name}.",
+        )
+
+    def _switch(self, request, object_id, *, field: str, service, said: str):
         policy = self.object_or_404(request, object_id)
         if not _can_toggle(request):
             raise PermissionDenied
-        wanted = {"on": True, "off": False}.get(request.POST.get("enabled"))
+        wanted = {"on": True, "off": False}.get(request.POST.get(field))
         try:
-            policy = services.policy_toggle(
-                name=policy.name, actor=request.user, enabled=wanted
-            )
+            policy = service(name=policy.name, actor=request.user, **{field: wanted})
         except DomainError as error:
             self.message_user(request, error.detail, messages.ERROR)
         else:
-            state = "on" if policy.enabled else "off"
-            self.message_user(request, f"Shadow {policy.name} is {state}.")
+            state = "on" if getattr(policy, field) else "off"
+            self.message_user(request, said.format(name=policy.name, state=state))
         return _back(request, reverse("policies-control-room"))
 
     def render_change_form(self, request, context, *args, **kwargs):
@@ -277,6 +326,7 @@ class BanditStateAdmin(ReadOnlyAdmin):
         "policy",
         "user_id",
         "reward_count",
+        "learned",
         "cumulative_reward",
         "pulls",
         "theta_table",
@@ -328,6 +378,10 @@ class BanditStateAdmin(ReadOnlyAdmin):
             ),
         )
 
+    @admin.display(description="Of which learned from other policies' decisions")
+    def learned(self, state: BanditState) -> int:
+        return selectors.user_learned_count(policy=state.policy, user_id=state.user_id)
+
     @admin.display(description="Pulls (explored)")
     def pulls(self, state: BanditState) -> str:
         counts = selectors.user_pulls(policy=state.policy, user_id=state.user_id)
@@ -360,7 +414,20 @@ class DecisionAdmin(ReadOnlyAdmin):
     search_fields = ("=user_id", "=tip_id", "=request_id")
     ordering = ("-created_at",)
     date_hierarchy = "created_at"
-    readonly_fields = ("why",)
+    # The candidates' raw hour_of_day is left out: scoring used the context's.
+    fields = (
+        "created_at",
+        "policy",
+        "role",
+        "user_id",
+        "request_id",
+        "tip_id",
+        "score",
+        "propensity",
+        "exploring",
+        "why",
+    )
+    readonly_fields = fields
 
     @admin.display(description="Why this pick")
     def why(self, decision: Decision) -> str:

@@ -16,6 +16,7 @@ from oo_ml.negotiation import JsonOnlyNegotiation
 from policies import selectors, services
 from policies.serializers import (
     DecisionOutputSerializer,
+    LearningInput,
     PolicyOutputSerializer,
     RewardInput,
     RewardOutputSerializer,
@@ -38,6 +39,7 @@ ERROR = inline_serializer(
 SCORE_INPUT = ScoreInput()
 REWARD_INPUT = RewardInput()
 TOGGLE_INPUT = ToggleInput()
+LEARNING_INPUT = LearningInput()
 
 ERRORS = {code: OpenApiResponse(ERROR) for code in (400, 401, 403, 404, 409, 413)}
 
@@ -113,7 +115,15 @@ class ScoreApi(JsonApi):
 
 
 class RewardApi(JsonApi):
-    """Apply a reward to the decision's policy, a named policy, or the active one."""
+    """Apply a reward to the decision's policy, a named policy, or the active one.
+
+    Unless the route names a policy, every policy that learns from live rewards
+    learns it too, on its own encoding of the rewarded candidate (``learned_by``).
+    ``reward`` lies in [OO_ML_REWARD_MIN, OO_ML_REWARD_MAX], default [-1, 1]. A
+    decision takes one reward: a later, different one answers 409
+    ``already_rewarded`` (unless OO_ML_REWARD_AGGREGATION=sum). A repeated
+    ``event_id`` answers as a replay and changes nothing.
+    """
 
     policy_name: str | None = None
 
@@ -227,6 +237,25 @@ class AdminPolicyToggleApi(JsonApi):
         data = TOGGLE_INPUT.run_validation(request.data)
         policy = services.policy_toggle(
             name=name, actor=request.user, enabled=data["enabled"]
+        )
+        return Response(PolicyOutputSerializer(policy).data)
+
+
+class AdminPolicyLearningApi(JsonApi):
+    """Turn a policy's learning from live rewards on or off; an empty body flips
+    it. Recorded in its history."""
+
+    permission_classes = [StaffWithPermission]
+    permission = "policies.change_policy"
+
+    @extend_schema(
+        request=record_serializer("LearningInput", LearningInput),
+        responses={200: PolicyOutputSerializer, **ERRORS},
+    )
+    def post(self, request, name: str):
+        data = LEARNING_INPUT.run_validation(request.data)
+        policy = services.policy_learning_set(
+            name=name, actor=request.user, learns_live=data["learns_live"]
         )
         return Response(PolicyOutputSerializer(policy).data)
 

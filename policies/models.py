@@ -33,6 +33,11 @@ class Policy(TimeStampedModel):
     enabled = models.BooleanField(
         default=False, help_text="A shadow scores every request while this is on."
     )
+    learns_live = models.BooleanField(
+        default=True,
+        help_text="Trained by every reward its users' decisions receive, "
+        "whichever policy made them.",
+    )
     description = models.TextField(blank=True)
 
     class Meta:
@@ -183,6 +188,11 @@ class Reward(CreatedModel):
         max_length=64, help_text="Digest of the request: a replay must match it."
     )
     features = models.JSONField(help_text="The vector the update used.")
+    learned = models.BooleanField(
+        default=False,
+        help_text="This policy learned from a reward applied to another policy: "
+        "the same reward, on its own encoding of the rewarded candidate.",
+    )
 
     class Meta:
         indexes = [
@@ -198,7 +208,10 @@ class Reward(CreatedModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.reward:+g} to {self.policy_id} for {self.user_id}/{self.tip_id}"
+        how = "learned by" if self.learned else "to"
+        return (
+            f"{self.reward:+g} {how} {self.policy_id} for {self.user_id}/{self.tip_id}"
+        )
 
 
 class ChangeAction(models.TextChoices):
@@ -206,6 +219,7 @@ class ChangeAction(models.TextChoices):
     RESET = "reset", "User reset"
     PROMOTE = "promote", "Promoted"
     ROLLBACK = "rollback", "Rolled back"
+    LEARNING = "learning", "Live learning switched"
 
 
 class PolicyChange(CreatedModel):
@@ -254,6 +268,9 @@ class PolicyChange(CreatedModel):
                 f"user {self.user_id} reset: state of {learned} rewards and "
                 f"{self.before.get('decisions', 0)} decisions cleared"
             )
+        if self.action == ChangeAction.LEARNING:
+            state = "on" if self.after.get("learns_live") else "off"
+            return f"learning from live rewards turned {state}"
         if self.action == ChangeAction.PROMOTE:
             return f"promoted to active; {self.before.get('active')} became a shadow"
         return f"active again (rollback); {self.before.get('active')} became a shadow"

@@ -8,6 +8,7 @@ REGISTRY = [
         "params": {"alpha": 1.0},
         "role": "retired",
         "enabled": False,
+        "learns_live": False,
         "description": "LinUCB over the five task features.",
     },
     {
@@ -17,6 +18,7 @@ REGISTRY = [
         "params": {"epsilon": 0.1},
         "role": "active",
         "enabled": False,
+        "learns_live": True,
         "description": "ε-greedy over task features and day of week.",
     },
     {
@@ -26,12 +28,17 @@ REGISTRY = [
         "params": {"epsilon": 0.1},
         "role": "shadow",
         "enabled": False,
+        "learns_live": True,
         "description": "ε-greedy with the five user-profile features.",
     },
 ]
 
 
 def registry_create(policy_model) -> None:
-    """Create the registry's policies that are missing (takes a historical model)."""
+    """Create the registry's policies that are missing (takes a historical model,
+    which may predate some of an entry's fields: those are left to their
+    migrations)."""
+    fields = {f.name for f in policy_model._meta.get_fields()}
     for entry in REGISTRY:
-        policy_model.objects.get_or_create(name=entry["name"], defaults=entry)
+        known = {key: value for key, value in entry.items() if key in fields}
+        policy_model.objects.get_or_create(name=entry["name"], defaults=known)

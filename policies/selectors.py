@@ -43,20 +43,25 @@ def policy_list() -> list[Policy]:
 
 _POLICY = Policy._meta.db_table
 _STATE = BanditState._meta.db_table
-POLICY_COLUMNS = "p.id, p.name, p.algorithm, p.dimension, p.params, p.role, p.enabled"
+POLICY_COLUMNS = (
+    "p.id, p.name, p.algorithm, p.dimension, p.params, p.role, p.enabled, p.learns_live"
+)
+POLICY_WIDTH = 8  # how many columns POLICY_COLUMNS is
 # The hot-path reads below are plain SQL: see oo_ml/db.py for why.
 _ACTIVE_SQL = f"SELECT {POLICY_COLUMNS} FROM {_POLICY} p WHERE p.role = %s"
+# The policies that score (``scores``), and those that only learn from live
+# rewards: their dimension says whether the decision must log the profile.
 _SCORING_SQL = f"""
-    SELECT {POLICY_COLUMNS}, s.a_bytes, s.b_bytes
+    SELECT {POLICY_COLUMNS}, s.a_bytes, s.b_bytes, ({{which}}) AS scores
     FROM {_POLICY} p
-    LEFT JOIN {_STATE} s ON s.policy_id = p.id AND s.user_id = %s
-    WHERE {{which}}
-    ORDER BY p.role = %s DESC, p.name
+    LEFT JOIN {_STATE} s ON s.policy_id = p.id AND s.user_id = %(user)s
+    WHERE ({{which}}) OR p.learns_live
+    ORDER BY ({{which}}) DESC, p.role = %(active)s DESC, p.name
 """
 _SCORING_ACTIVE_AND_SHADOWS_SQL = _SCORING_SQL.format(
-    which="p.role = %s OR (p.role = %s AND p.enabled)"
+    which="p.role = %(active)s OR (p.role = %(shadow)s AND p.enabled)"
 )
-_SCORING_NAMED_SQL = _SCORING_SQL.format(which="p.name = %s")
+_SCORING_NAMED_SQL = _SCORING_SQL.format(which="p.name = %(name)s")
 
 
 @functools.lru_cache(maxsize=256)
@@ -66,7 +71,7 @@ def policy_from_row(row: tuple) -> Policy:
     Cached on the whole row: policies change rarely, any change makes a new row,
     and building a model instance costs more than the rest of reading it.
     """
-    policy_id, name, algorithm, dimension, params, role, enabled = row
+    policy_id, name, algorithm, dimension, params, role, enabled, learns = row
     if isinstance(params, str):
         params = json.loads(params)
     return Policy(
@@ -77,6 +82,7 @@ def policy_from_row(row: tuple) -> Policy:
         params=params,
         role=role,
         enabled=bool(enabled),
+        learns_live=bool(learns),
     )
 
 
@@ -94,37 +100,49 @@ class LoadedState:
     b: np.ndarray
 
 
+@dataclass(frozen=True, slots=True)
+class ScoringStates:
+    """The policies that score a request, with the user's states, and the widest
+    dimension of any policy that scores it or may learn from its reward."""
+
+    states: list[LoadedState]
+    dimension: int
+
+
 def scoring_states(
     *,
     user_id: str,
     policy_name: str | None = None,
     cursor: CursorWrapper | None = None,
-) -> list[LoadedState]:
+) -> ScoringStates:
     """The policies that score a request, each with this user's A and b.
 
     Without a name: the active policy first, then every shadow whose toggle is
-    on. One query loads the policies and the user's states together.
+    on. One query loads the policies, the user's states, and the policies that
+    learn from live rewards without scoring.
     """
+    params = {"user": user_id, "active": Role.ACTIVE}
     if policy_name is None:
-        rows = fetch_all(
-            _SCORING_ACTIVE_AND_SHADOWS_SQL,
-            [user_id, Role.ACTIVE, Role.SHADOW, Role.ACTIVE],
-            cursor,
-        )
+        sql = _SCORING_ACTIVE_AND_SHADOWS_SQL
+        params["shadow"] = Role.SHADOW
     else:
-        rows = fetch_all(
-            _SCORING_NAMED_SQL, [user_id, policy_name, Role.ACTIVE], cursor
-        )
+        sql = _SCORING_NAMED_SQL
+        params["name"] = policy_name
+    rows = fetch_all(sql, params, cursor)
     loaded = []
+    dimension = 0
     for row in rows:
-        policy = policy_from_row(row[:7])
-        a, b = state_from_bytes(*row[7:], policy.dimension)
-        loaded.append(LoadedState(policy, a, b))
+        policy = policy_from_row(row[:POLICY_WIDTH])
+        a_bytes, b_bytes, scores = row[POLICY_WIDTH:]
+        dimension = max(dimension, policy.dimension)
+        if scores:
+            a, b = state_from_bytes(a_bytes, b_bytes, policy.dimension)
+            loaded.append(LoadedState(policy, a, b))
     if not loaded:
         if policy_name is None:
             raise NotFound("No policy is active.", field="policy")
         raise NotFound(f"No policy named {policy_name!r}.", field="policy")
-    return loaded
+    return ScoringStates(loaded, dimension)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +151,8 @@ class UserStats:
     policy: str
     pulls: int
     reward_count: int
+    # Of those, the rewards of other policies' decisions it learned from live.
+    learned_count: int
     cumulative_reward: float
     estimated_mean_reward: float
     exploration_rate: float
@@ -147,6 +167,12 @@ def user_pulls(*, policy: Policy, user_id: str) -> dict[str, int]:
     return Decision.objects.filter(policy=policy, user_id=user_id).aggregate(
         pulls=Count("id"), explorations=Count("id", filter=Q(exploring=True))
     )
+
+
+def user_learned_count(*, policy: Policy, user_id: str) -> int:
+    """How many of the user's rewards under ``policy`` it learned from other
+    policies' decisions (or, with no decision, a reward sent to another)."""
+    return Reward.objects.filter(policy=policy, user_id=user_id, learned=True).count()
 
 
 def user_stats(*, policy: Policy, user_id: str) -> UserStats:
@@ -170,6 +196,9 @@ def user_stats(*, policy: Policy, user_id: str) -> UserStats:
         policy=policy.name,
         pulls=pulls,
         reward_count=reward_count,
+        learned_count=user_learned_count(policy=policy, user_id=user_id)
+        if reward_count
+        else 0,
         cumulative_reward=cumulative,
         estimated_mean_reward=cumulative / reward_count if reward_count else 0.0,
         exploration_rate=counts["explorations"] / pulls if pulls else 0.0,
@@ -218,8 +247,9 @@ class Activity:
     # Shadows: how often their pick equalled the active pick on the same request.
     compared: int
     agreed: int
-    rewards: int
+    rewards: int  # the rewards of its own decisions (or sent to it)
     reward_sum: float
+    learned: int = 0  # the rewards of other policies it learned from
 
     @property
     def agreement(self) -> float | None:
@@ -273,7 +303,7 @@ _AGREEMENT_SQL = f"""
 def policy_activity(*, since: datetime) -> list[PolicyActivity]:
     """Every policy's decisions, agreement and rewards, since ``since`` and ever.
 
-    Three grouped queries whatever the number of policies. The agreement of a
+    Four grouped queries whatever the number of policies. The agreement of a
     shadow counts only requests the active policy also answered (not the named
     routes, where a shadow scores alone).
     """
@@ -285,11 +315,12 @@ def policy_activity(*, since: datetime) -> list[PolicyActivity]:
         )
     }
     rewards = _windowed(
-        Reward.objects,
+        Reward.objects.filter(learned=False),
         since,
         rewards=(Count, "id"),
         reward_sum=(Sum, "reward"),
     )
+    learned = _windowed(Reward.objects.filter(learned=True), since, n=(Count, "id"))
 
     policies = policy_list()
     off_policy = shadow_values(
@@ -306,6 +337,7 @@ def policy_activity(*, since: datetime) -> list[PolicyActivity]:
             agreed=a.get(f"agreed{suffix}", 0),
             rewards=r.get(f"rewards{suffix}", 0),
             reward_sum=r.get(f"reward_sum{suffix}") or 0.0,
+            learned=learned.get(policy_id, {}).get(f"n{suffix}", 0),
         )
 
     return [
@@ -339,7 +371,7 @@ _SHADOW_SAMPLES_SQL = f"""
     FROM {_REWARD} r
     JOIN {_DECISION} a ON a.id = r.decision_id AND a.role = %s
     JOIN {_DECISION} s ON s.request_id = a.request_id AND s.role = %s
-    WHERE r.created_at >= %s
+    WHERE r.created_at >= %s AND NOT r.learned
     ORDER BY r.created_at DESC
     LIMIT %s
 """

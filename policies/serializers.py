@@ -19,8 +19,6 @@ from rest_framework.exceptions import ErrorDetail
 from policies import bandits
 from profiles import features as profile_features
 
-MAX_REWARD = 1e6
-
 
 @extend_schema_field(OpenApiTypes.NUMBER)
 class FiniteFloatField(serializers.Field):
@@ -63,6 +61,20 @@ class StrictIntegerField(FiniteFloatField):
         if not value.is_integer():
             self.fail("invalid")
         return int(value)
+
+
+@extend_schema_field(OpenApiTypes.NUMBER)
+class RewardValueField(FiniteFloatField):
+    """A reward within [OO_ML_REWARD_MIN, OO_ML_REWARD_MAX] (default [-1, 1]),
+    the settings read when a value is checked."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if value < settings.REWARD_MIN:
+            self.fail("min_value", min_value=settings.REWARD_MIN)
+        if value > settings.REWARD_MAX:
+            self.fail("max_value", max_value=settings.REWARD_MAX)
+        return value
 
 
 @extend_schema_field(OpenApiTypes.BOOL)
@@ -255,7 +267,7 @@ class RewardInput(RecordField):
     items = {
         "user_id": IdField(max_length=128),
         "tip_id": IdField(),
-        "reward": FiniteFloatField(min_value=-MAX_REWARD, max_value=MAX_REWARD),
+        "reward": RewardValueField(),
         "features": CandidateFeaturesField(required=False, allow_null=True),
         "day_of_week": day_field(required=False),
         "profile_features": ProfileFeaturesField(required=False, allow_null=True),
@@ -285,6 +297,13 @@ class ToggleInput(RecordField):
     defaults = {"enabled": None}
 
 
+class LearningInput(RecordField):
+    """The body of a learning switch: empty to flip it, or the state wanted."""
+
+    items = {"learns_live": StrictBooleanField(required=False, allow_null=True)}
+    defaults = {"learns_live": None}
+
+
 class PolicyOutputSerializer(serializers.Serializer):
     name = serializers.CharField()
     algorithm = serializers.CharField()
@@ -292,6 +311,10 @@ class PolicyOutputSerializer(serializers.Serializer):
     params = serializers.DictField()
     role = serializers.CharField()
     enabled = serializers.BooleanField(help_text="A shadow's on/off switch.")
+    learns_live = serializers.BooleanField(
+        help_text="Trained by every reward its users' decisions receive, "
+        "whichever policy made them."
+    )
     description = serializers.CharField()
     feature_labels = serializers.ListField(child=serializers.CharField())
     updated_at = serializers.DateTimeField()
@@ -317,13 +340,24 @@ class RewardOutputSerializer(serializers.Serializer):
     event_id = serializers.CharField(allow_null=True)
     reward_count = serializers.IntegerField()
     cumulative_reward = serializers.FloatField()
+    learned_by = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="The other policies this reward trained: those that learn "
+        "from live rewards.",
+    )
 
 
 class StatsOutputSerializer(serializers.Serializer):
     user_id = serializers.CharField()
     policy = serializers.CharField()
     pulls = serializers.IntegerField()
-    reward_count = serializers.IntegerField()
+    reward_count = serializers.IntegerField(
+        help_text="Rewards this policy learned from, for this user."
+    )
+    learned_count = serializers.IntegerField(
+        help_text="Of those, the rewards of other policies' decisions (it learns "
+        "from live rewards)."
+    )
     cumulative_reward = serializers.FloatField()
     estimated_mean_reward = serializers.FloatField()
     exploration_rate = serializers.FloatField()

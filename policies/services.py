@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
 from django.db.backends.utils import CursorWrapper
 from django.db.models import Count
 from django.utils import timezone
 
-from oo_ml.db import fetch_one, for_update, rows_insert
+from oo_ml.db import fetch_all, fetch_one, for_update, rows_insert
 from oo_ml.errors import Conflict, InvalidInput, NotFound
 from oo_ml.idempotency import fingerprint as request_fingerprint
 from oo_ml.idempotency import previous_or_conflict
@@ -35,10 +36,9 @@ from policies.models import (
 )
 from policies.selectors import (
     POLICY_COLUMNS,
+    POLICY_WIDTH,
     LoadedState,
     policy_from_row,
-    policy_get,
-    policy_get_active,
     promotion_to_undo,
     scoring_states,
 )
@@ -111,15 +111,19 @@ def decision_make(
     that fails is logged and skipped: it never fails the active answer.
 
     ``profile`` is what the caller sent. When a policy that reads profile
-    features scores and the caller left some out, ``stored_profile(user_id)``
-    fills them in: the caller's values win name by name (a null they sent stays
-    null). It is not called otherwise, so a request no such policy scores costs
-    no profile read. The values used are logged with the decision.
+    features scores, or learns from live rewards, and the caller left some out,
+    ``stored_profile(user_id)`` fills them in: the caller's values win name by
+    name (a null they sent stays null). It is not called otherwise, so a
+    request no such policy needs costs no profile read. The values used are
+    logged with the decision: a policy that learns from its reward later
+    encodes the rewarded candidate in them.
     """
     # One cursor for the read and the insert (a cursor's set-up is not free).
     with connection.cursor() as cursor:
-        states = scoring_states(user_id=user_id, policy_name=policy_name, cursor=cursor)
-        dimension = max(loaded.policy.dimension for loaded in states)
+        scoring = scoring_states(
+            user_id=user_id, policy_name=policy_name, cursor=cursor
+        )
+        states, dimension = scoring.states, scoring.dimension
         if (
             stored_profile is not None
             and dimension == bandits.PROFILE_DIMENSION
@@ -169,12 +173,15 @@ class RewardResult:
     event_id: str | None
     reward_count: int
     cumulative_reward: float
+    # The other policies the reward trained: those learning from live rewards.
+    learned_by: tuple[str, ...] = ()
 
 
-def decision_vector(
+def decision_candidate(
     *, decision_id: uuid.UUID, user_id: str, tip_id: str, policy_name: str | None
-) -> tuple[Decision, list[float]]:
-    """The vector logged for ``tip_id`` when ``decision_id`` was made."""
+) -> tuple[Decision, int]:
+    """The decision and the index of ``tip_id`` among its candidates, checked:
+    it exists, is this user's (and the named policy's), and offered the tip."""
     decision = Decision.objects.select_related("policy").filter(id=decision_id).first()
     if decision is None:
         raise NotFound(f"No decision {decision_id}.", field="decision_id")
@@ -193,7 +200,7 @@ def decision_vector(
         raise InvalidInput(
             f"{tip_id!r} is not a candidate of decision {decision_id}.", field="tip_id"
         )
-    return decision, decision.features[index]
+    return decision, index
 
 
 def decision_gone(decision_id: uuid.UUID | None) -> None:
@@ -212,19 +219,34 @@ def decision_gone(decision_id: uuid.UUID | None) -> None:
 
 _STATE = BanditState._meta.db_table
 _POLICY = Policy._meta.db_table
+_REWARD = Reward._meta.db_table
 # The reward hot path is plain SQL: see oo_ml/db.py for why. One statement finds
-# the policy and locks the user's state under it.
-_STATE_LOCK_SQL = f"""
+# the policies a reward trains and locks the user's states under them, in one
+# order (by policy id), and counts the policies, so a missing state shows.
+_STATES_LOCK_SQL = f"""
     SELECT {POLICY_COLUMNS}, s.id, s.a_bytes, s.b_bytes, s.reward_count,
-        s.cumulative_reward
+        s.cumulative_reward,
+        (SELECT COUNT(*) FROM {_POLICY} p WHERE {{which}})
     FROM {_STATE} s JOIN {_POLICY} p ON p.id = s.policy_id
-    WHERE s.user_id = %s AND p.{{column}} = %s
+    WHERE s.user_id = %(user)s AND ({{which}})
+    ORDER BY p.id
 """
+_POLICIES_SQL = f"SELECT {POLICY_COLUMNS} FROM {_POLICY} p WHERE {{which}}"
+# Which policies a reward trains: the one it is for, and (unless a route named
+# one) every policy that learns from live rewards.
+_NAMED = "p.name = %(value)s"
+_DECIDED = "p.id = %(value)s OR p.learns_live"
+_ACTIVE = "p.role = %(value)s OR p.learns_live"
 _STATE_UPDATE_SQL = f"""
     UPDATE {_STATE}
     SET a_bytes = %s, b_bytes = %s, reward_count = reward_count + 1,
         cumulative_reward = cumulative_reward + %s, updated_at = %s
     WHERE id = %s
+"""
+_EARLIER_REWARD_SQL = f"""
+    SELECT event_id, reward, created_at FROM {_REWARD}
+    WHERE decision_id = %s AND NOT learned
+    ORDER BY created_at LIMIT 1
 """
 
 
@@ -238,34 +260,57 @@ class _LockedState:
     cumulative_reward: float
 
 
-def _state_lock(
-    *, user_id: str, column: str, value: Any, cursor: CursorWrapper
-) -> _LockedState:
-    """The user's state under the policy whose ``column`` is ``value`` (its id,
-    its name, or role "active"), created if new, row-locked until commit."""
-    sql = _STATE_LOCK_SQL.format(column=column) + for_update(of="s")
-    row = fetch_one(sql, [user_id, value], cursor)
-    if row is None:
-        if column == "role":
-            policy = policy_get_active()
-        elif column == "name":
-            policy = policy_get(name=value)
-        else:
-            policy = Policy.objects.get(id=value)
-        a, b = bandits.initial_state(policy.dimension)
-        new = BanditState(
-            policy=policy,
-            user_id=user_id,
-            a_bytes=array_to_bytes(a),
-            b_bytes=array_to_bytes(b),
+def _states_lock(
+    *, user_id: str, which: str, value: Any, cursor: CursorWrapper
+) -> list[_LockedState]:
+    """The user's states under the policies ``which`` selects, created if new,
+    row-locked until commit, in policy-id order: two rewards for one user lock
+    the same rows in the same order, so they queue rather than deadlock."""
+    params = {"user": user_id, "value": value}
+    sql = _STATES_LOCK_SQL.format(which=which) + for_update(of="s")
+    rows = fetch_all(sql, params, cursor)
+    if not rows or len(rows) < rows[0][-1]:
+        policies = [
+            policy_from_row(row)
+            for row in fetch_all(_POLICIES_SQL.format(which=which), params, cursor)
+        ]
+        have = {row[0] for row in rows}
+        new = [
+            BanditState(
+                policy=policy,
+                user_id=user_id,
+                a_bytes=array_to_bytes(a),
+                b_bytes=array_to_bytes(b),
+            )
+            for policy in sorted(policies, key=lambda p: p.id)
+            if policy.id not in have
+            for a, b in [bandits.initial_state(policy.dimension)]
+        ]
+        # A concurrent first reward may create them first: then we wait for
+        # its locks.
+        BanditState.objects.bulk_create(new, ignore_conflicts=True)
+        rows = fetch_all(sql, params, cursor)
+    states = []
+    for row in rows:
+        policy = policy_from_row(row[:POLICY_WIDTH])
+        state_id, a_bytes, b_bytes, reward_count, cumulative, _ = row[POLICY_WIDTH:]
+        a, b = state_from_bytes(a_bytes, b_bytes, policy.dimension)
+        states.append(_LockedState(policy, state_id, a, b, reward_count, cumulative))
+    return states
+
+
+def learned_by(previous: Reward) -> tuple[str, ...]:
+    """The policies that learned from an applied reward: written with it."""
+    return tuple(
+        Reward.objects.filter(
+            user_id=previous.user_id,
+            tip_id=previous.tip_id,
+            created_at=previous.created_at,
+            learned=True,
         )
-        # A concurrent first reward may create it first: then we wait for its lock.
-        BanditState.objects.bulk_create([new], ignore_conflicts=True)
-        row = fetch_one(sql, [user_id, value], cursor)
-    policy = policy_from_row(row[:7])
-    state_id, a_bytes, b_bytes, reward_count, cumulative = row[7:]
-    a, b = state_from_bytes(a_bytes, b_bytes, policy.dimension)
-    return _LockedState(policy, state_id, a, b, reward_count, cumulative)
+        .order_by("policy_id")
+        .values_list("policy__name", flat=True)
+    )
 
 
 def _replay_or_conflict(*, event_id: str, fingerprint: str) -> RewardResult | None:
@@ -292,7 +337,61 @@ def _replay_or_conflict(*, event_id: str, fingerprint: str) -> RewardResult | No
         event_id=event_id,
         reward_count=state.reward_count if state else 0,
         cumulative_reward=state.cumulative_reward if state else 0.0,
+        learned_by=learned_by(previous),
     )
+
+
+def _already_rewarded(decision_id: uuid.UUID, cursor: CursorWrapper) -> None:
+    """Conflict if the decision has had its reward (SPEC §5: one per decision).
+
+    Asked under the user's state locks: a concurrent reward for the same
+    decision has committed by then, or is still waiting behind us.
+    """
+    earlier = fetch_one(_EARLIER_REWARD_SQL, [decision_id], cursor)
+    if earlier is None:
+        return
+    event_id, reward, created_at = earlier
+    named = f" (event_id {event_id!r})" if event_id else ""
+    raise Conflict(
+        f"Decision {decision_id} was already rewarded {reward:+g}{named} at "
+        f"{created_at:%Y-%m-%d %H:%M:%S} UTC; a decision is rewarded once "
+        "(OO_ML_REWARD_AGGREGATION=sum applies every reward).",
+        field="decision_id",
+        code="already_rewarded",
+    )
+
+
+def _vector(
+    *,
+    policy: Policy,
+    decision: Decision | None,
+    index: int | None,
+    features: Mapping[str, Any],
+    day_of_week: int,
+    profile: Mapping[str, Any],
+) -> np.ndarray:
+    """``policy``'s encoding of the rewarded candidate (SPEC §3).
+
+    The deciding policy's is the vector it logged. Any other policy encodes the
+    candidate in the context and profile the decision logged; without a
+    decision, every policy encodes the body in its own dimension.
+    """
+    if decision is not None and index is not None:
+        if policy.id == decision.policy_id:
+            return np.asarray(decision.features[index], dtype=float)
+        features = decision.candidates[index]["features"]
+        hour = decision.context["hour_of_day"]
+        day_of_week = decision.context["day_of_week"]
+        profile = decision.profile
+    else:
+        hour = features["hour_of_day"]
+    return bandits.encode(
+        [features],
+        hours=[hour],
+        day_of_week=day_of_week,
+        profile=profile,
+        dimension=policy.dimension,
+    )[0]
 
 
 def reward_apply(
@@ -307,12 +406,15 @@ def reward_apply(
     event_id: str | None = None,
     policy_name: str | None = None,
 ) -> RewardResult:
-    """Apply one reward: A += x x^T, b += r x, under a row lock on the user's state.
+    """Apply one reward: A += x x^T, b += r x, under row locks on the user's states.
 
-    With ``decision_id`` the vector logged at decision time is used and the
-    decision's policy learns; otherwise the vector is rebuilt from ``features``
-    and the policy named (default: the active one) learns. A repeated ``event_id``
-    changes nothing.
+    With ``decision_id`` the decision's policy learns, on the vector it logged;
+    otherwise the policy named (default: the active one) learns, on a vector
+    rebuilt from ``features``. Unless a policy is named, every other policy that
+    learns from live rewards learns too, each on its own encoding (SPEC §7), and
+    each update is a row of the reward log. With the "first" aggregation (the
+    default) a decision takes one reward: a later one is a Conflict. A repeated
+    ``event_id`` changes nothing.
     """
     fingerprint = request_fingerprint(
         user_id=user_id,
@@ -328,58 +430,68 @@ def reward_apply(
         replay := _replay_or_conflict(event_id=event_id, fingerprint=fingerprint)
     ):
         return replay
-    decision, x = None, None
+    decision, index = None, None
     if decision_id is not None:
-        decision, vector = decision_vector(
+        decision, index = decision_candidate(
             decision_id=decision_id,
             user_id=user_id,
             tip_id=tip_id,
             policy_name=policy_name,
         )
-        x = np.asarray(vector, dtype=float)
-        which = {"column": "id", "value": decision.policy_id}
-    elif policy_name is not None:
-        which = {"column": "name", "value": policy_name}
+    if policy_name is not None:
+        which, value, is_target = _NAMED, policy_name, lambda p: p.name == policy_name
+    elif decision is not None:
+        target_id = decision.policy_id
+        which, value, is_target = _DECIDED, target_id, lambda p: p.id == target_id
     else:
-        which = {"column": "role", "value": Role.ACTIVE}
+        which, value, is_target = _ACTIVE, Role.ACTIVE, lambda p: p.role == Role.ACTIVE
+    now = timezone.now()
     try:
         with transaction.atomic(), connection.cursor() as cursor:
-            state = _state_lock(user_id=user_id, cursor=cursor, **which)
-            policy = state.policy
-            if x is None:
-                x = bandits.encode(
-                    [features],
-                    hours=[features["hour_of_day"]],
+            states = _states_lock(
+                user_id=user_id, which=which, value=value, cursor=cursor
+            )
+            target = next((s for s in states if is_target(s.policy)), None)
+            if target is None:
+                raise NotFound(
+                    "No policy is active."
+                    if policy_name is None
+                    else f"No policy named {policy_name!r}.",
+                    field="policy",
+                )
+            if decision is not None and settings.REWARD_AGGREGATION == "first":
+                _already_rewarded(decision.id, cursor)
+            rows, updates = [], []
+            for state in states:
+                x = _vector(
+                    policy=state.policy,
+                    decision=decision,
+                    index=index,
+                    features=features,
                     day_of_week=day_of_week,
                     profile=profile,
-                    dimension=policy.dimension,
-                )[0]
-            a, b = bandits.update(state.a, state.b, x, reward)
-            rows_insert(
-                [
+                )
+                a, b = bandits.update(state.a, state.b, x, reward)
+                own = state is target
+                rows.append(
                     Reward(
-                        policy=policy,
+                        policy=state.policy,
                         user_id=user_id,
                         tip_id=tip_id,
                         reward=reward,
                         decision=decision,
-                        event_id=event_id,
+                        event_id=event_id if own else None,
                         fingerprint=fingerprint,
                         features=x.tolist(),
+                        learned=not own,
+                        created_at=now,
                     )
-                ],
-                cursor,
-            )
-            cursor.execute(
-                _STATE_UPDATE_SQL,
-                [
-                    array_to_bytes(a),
-                    array_to_bytes(b),
-                    reward,
-                    timezone.now(),
-                    state.id,
-                ],
-            )
+                )
+                updates.append(
+                    [array_to_bytes(a), array_to_bytes(b), reward, now, state.id]
+                )
+            rows_insert(rows, cursor)
+            cursor.executemany(_STATE_UPDATE_SQL, updates)
     except IntegrityError:
         decision_gone(decision_id)
         # The same event_id arrived concurrently for another user or policy.
@@ -391,14 +503,15 @@ def reward_apply(
     return RewardResult(
         applied=True,
         replayed=False,
-        policy=policy.name,
+        policy=target.policy.name,
         user_id=user_id,
         tip_id=tip_id,
         reward=reward,
         decision_id=decision_id,
         event_id=event_id,
-        reward_count=state.reward_count + 1,
-        cumulative_reward=state.cumulative_reward + reward,
+        reward_count=target.reward_count + 1,
+        cumulative_reward=target.cumulative_reward + reward,
+        learned_by=tuple(s.policy.name for s in states if s is not target),
     )
 
 
@@ -455,6 +568,33 @@ def policy_toggle(
     return policy
 
 
+@transaction.atomic
+def policy_learning_set(
+    *, name: str, actor: AbstractBaseUser | None, learns_live: bool | None = None
+) -> Policy:
+    """Turn a policy's learning from live rewards on or off (flip it when None).
+
+    Any role may learn: a shadow to arrive warm if promoted, a retired policy
+    to stay current. As with the toggle, asking for the state it has changes
+    and records nothing.
+    """
+    policy = Policy.objects.select_for_update().filter(name=name).first()
+    if policy is None:
+        raise NotFound(f"No policy named {name!r}.", field="name")
+    new = not policy.learns_live if learns_live is None else learns_live
+    if new != policy.learns_live:
+        _change_record(
+            action=ChangeAction.LEARNING,
+            policy=policy,
+            actor=actor,
+            before={"learns_live": policy.learns_live},
+            after={"learns_live": new},
+        )
+        policy.learns_live = new
+        policy.save(update_fields=["learns_live", "updated_at"])
+    return policy
+
+
 @dataclass(frozen=True, slots=True)
 class Evidence:
     """A finished simulation that ran a shadow beside the active policy (SPEC §7)."""
@@ -468,16 +608,24 @@ class Evidence:
     finished_at: str
 
 
-def _roles_swap(*, up: Policy, down: Policy) -> None:
-    """``up`` becomes active, ``down`` a shadow with its switch off, at once.
+# What a promotion changes, and a rollback puts back.
+_SWITCHES = ("role", "enabled", "learns_live")
 
-    The old active steps down first: the database allows one active policy at
-    any moment, even inside a transaction.
+
+def _switches(policy: Policy) -> dict:
+    return {field: getattr(policy, field) for field in _SWITCHES}
+
+
+def _switches_set(policies: Sequence[tuple[Policy, Mapping]]) -> None:
+    """Give each policy its switches, in the order given.
+
+    The policy stepping down must come first: the database allows one active
+    policy at any moment, even inside a transaction.
     """
-    down.role, down.enabled = Role.SHADOW, False
-    down.save(update_fields=["role", "enabled", "updated_at"])
-    up.role, up.enabled = Role.ACTIVE, False
-    up.save(update_fields=["role", "enabled", "updated_at"])
+    for policy, switches in policies:
+        for field in _SWITCHES:
+            setattr(policy, field, switches[field])
+        policy.save(update_fields=[*_SWITCHES, "updated_at"])
 
 
 def _policies_lock() -> dict[str, Policy]:
@@ -514,13 +662,25 @@ def policy_promote(
     refusal = promotion_refusal(shadow=name, active=active.name, evidence=evidence)
     if refusal:
         raise Conflict(refusal, field="name")
-    _roles_swap(up=shadow, down=active)
+    before = {p.name: _switches(p) for p in (shadow, active)}
+    # The old active becomes a shadow that does not score but keeps learning,
+    # so a rollback hands it back warm.
+    _switches_set(
+        [
+            (active, {"role": Role.SHADOW, "enabled": False, "learns_live": True}),
+            (shadow, {**before[shadow.name], "role": Role.ACTIVE, "enabled": False}),
+        ]
+    )
     _change_record(
         action=ChangeAction.PROMOTE,
         policy=shadow,
         actor=actor,
-        before={"role": Role.SHADOW, "active": active.name},
-        after={"role": Role.ACTIVE, "shadow": active.name},
+        before={"role": Role.SHADOW, "active": active.name, "policies": before},
+        after={
+            "role": Role.ACTIVE,
+            "shadow": active.name,
+            "policies": {p.name: _switches(p) for p in (shadow, active)},
+        },
         evidence=dataclasses.asdict(evidence),
     )
     return shadow
@@ -546,7 +706,8 @@ def promotion_refusal(
 
 @transaction.atomic
 def policy_rollback(*, actor: AbstractBaseUser | None) -> Policy:
-    """Undo the latest promotion: its previous active policy is active again.
+    """Undo the latest promotion: both policies get back the role, scoring
+    toggle and learning switch they had before it, in one step.
 
     Refused when there is nothing to undo, or when the active policy has changed
     since that promotion (roll back the later change first).
@@ -563,13 +724,28 @@ def policy_rollback(*, actor: AbstractBaseUser | None) -> Policy:
             f"{latest.created_at:%Y-%m-%d %H:%M} cannot be rolled back."
         )
     was = previous.role
-    _roles_swap(up=previous, down=promoted)
+    now = {p.name: _switches(p) for p in (promoted, previous)}
+    # A promotion recorded before the switches were: roles only, as it did.
+    restore = latest.before.get("policies") or {
+        promoted.name: {**now[promoted.name], "role": Role.SHADOW, "enabled": False},
+        previous.name: {**now[previous.name], "role": Role.ACTIVE, "enabled": False},
+    }
+    _switches_set(
+        [
+            (promoted, restore[promoted.name]),
+            (previous, restore[previous.name]),
+        ]
+    )
     _change_record(
         action=ChangeAction.ROLLBACK,
         policy=previous,
         actor=actor,
-        before={"role": was, "active": promoted.name},
-        after={"role": Role.ACTIVE, "shadow": promoted.name},
+        before={"role": was, "active": promoted.name, "policies": now},
+        after={
+            "role": Role.ACTIVE,
+            "shadow": promoted.name,
+            "policies": {p.name: _switches(p) for p in (promoted, previous)},
+        },
         evidence={"undoes": str(latest.id)},
     )
     return previous

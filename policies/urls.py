@@ -2,6 +2,7 @@ from django.urls import path
 
 from policies.apis import (
     AdminPoliciesApi,
+    AdminPolicyLearningApi,
     AdminPolicyPromoteApi,
     AdminPolicyRollbackApi,
     AdminPolicyToggleApi,
@@ -42,6 +43,11 @@ urlpatterns = [
         "api/admin/policies/<id:name>/toggle",
         AdminPolicyToggleApi.as_view(),
         name="admin-policy-toggle",
+    ),
+    path(
+        "api/admin/policies/<id:name>/learning",
+        AdminPolicyLearningApi.as_view(),
+        name="admin-policy-learning",
     ),
     # Kept from the service this replaces: the recommender switches by base URL alone.
     path("score/egreedy", ScoreApi.as_view(policy_name=V1)),

@@ -21,8 +21,12 @@ EVENT_INPUT = EventInput()
 
 
 class EventApi(JsonApi):
-    """Store a user's reaction to a tip; done, dismissed and snoozed also train
-    the policy that made ``decision_id``."""
+    """Store a user's reaction to a tip and bring their stored profile up to
+    date with it; done, dismissed and snoozed with a ``decision_id`` also apply
+    the reward the reaction implies, as /reward would: to the policy that made
+    the decision and every policy that learns from live rewards. A decision
+    already rewarded trains nothing more: the event is stored all the same, and
+    ``reason`` says why."""
 
     @extend_schema(
         request=record_serializer("EventInput", EventInput),
@@ -35,7 +39,8 @@ class EventApi(JsonApi):
 
 
 class ProfileApi(JsonApi):
-    """The user's profile features, recomputed first if older than the TTL."""
+    """The user's profile features, current as of their last event; recomputed
+    first if older than the TTL (as old events leave the 30-day window)."""
 
     @extend_schema(
         responses={

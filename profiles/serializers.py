@@ -109,9 +109,15 @@ class EventOutputSerializer(serializers.Serializer):
     replayed = serializers.BooleanField()
     reward = serializers.FloatField(allow_null=True)
     trained = serializers.CharField(
-        allow_null=True, help_text="The policy that learned from it, if any."
+        allow_null=True,
+        help_text="The policy whose decision its reward trained, if it trained one.",
     )
     reason = serializers.CharField()
+    learned_by = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="The other policies that learned from its reward (those that "
+        "learn from live rewards).",
+    )
 
 
 PROFILE_FEATURES = record_serializer("ProfileFeatures", ProfileFeaturesField)

@@ -12,11 +12,16 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from oo_ml.db import rows_insert
-from oo_ml.errors import NotFound
+from oo_ml.db import names_lock, rows_insert
+from oo_ml.errors import Conflict, NotFound
 from oo_ml.idempotency import fingerprint, previous_or_conflict
 from policies.models import Reward
-from policies.services import decision_gone, decision_vector, reward_apply
+from policies.services import (
+    decision_candidate,
+    decision_gone,
+    learned_by,
+    reward_apply,
+)
 from profiles import features, inference, selectors
 from profiles.models import Event, Profile
 
@@ -32,8 +37,9 @@ class EventResult:
     stored: bool
     replayed: bool
     reward: float | None
-    trained: str | None  # the policy that learned from it
+    trained: str | None  # the policy whose decision it rewarded
     reason: str
+    learned_by: tuple[str, ...] = ()  # the other policies that learned from it
 
 
 def reward_event_id(event_id: uuid.UUID) -> str:
@@ -88,11 +94,18 @@ def _event_build(
     )
 
 
-def _reason(event: Event, rule: inference.Rule | None, trained: str | None) -> str:
+def _reason(
+    event: Event,
+    rule: inference.Rule | None,
+    trained: str | None,
+    refused: str | None = None,
+) -> str:
     if rule is None:
         return f"A {event.kind} event carries no reward."
     if event.decision_id is None:
         return "No decision_id: stored for the profile, no decision to learn from."
+    if trained is None:
+        return f"Stored for the profile; trained nothing: {refused}"
     return f"{rule.label}: {rule.reward:+g} to {trained}."
 
 
@@ -104,6 +117,9 @@ def _replay_result(event: Event) -> EventResult:
         .first()
     )
     trained = reward.policy.name if reward else None
+    refused = None
+    if rule is not None and event.decision_id is not None and reward is None:
+        refused = "the decision had already been rewarded."
     return EventResult(
         id=event.id,
         event_id=event.event_id,
@@ -113,7 +129,8 @@ def _replay_result(event: Event) -> EventResult:
         replayed=True,
         reward=reward.reward if reward else None,
         trained=trained,
-        reason=_reason(event, rule, trained),
+        reason=_reason(event, rule, trained, refused),
+        learned_by=learned_by(reward) if reward else (),
     )
 
 
@@ -128,13 +145,16 @@ def event_record(
     occurred_at: datetime | None = None,
     hour_of_day: int | None = None,
 ) -> EventResult:
-    """Store one reaction and apply the reward it implies, together or not at all.
+    """Store one reaction, apply the reward it implies, and bring the user's
+    stored profile up to date: together or not at all.
 
     done, dismissed and snoozed with a ``decision_id`` train the policy that made
-    the decision, on the vector it logged (``policies.services.reward_apply``).
-    Without a decision the event only counts for the profile. A repeated
-    ``event_id`` with the same content changes nothing; with other content it
-    is a Conflict.
+    the decision, on the vector it logged, and every policy that learns from
+    live rewards (``policies.services.reward_apply``). A decision already
+    rewarded trains nothing more (unless rewards are summed): the event is
+    still stored, and says why. Without a decision the event only counts for
+    the profile. A repeated ``event_id`` with the same content changes nothing;
+    with other content it is a Conflict.
     """
     event = _event_build(
         user_id=user_id,
@@ -157,27 +177,32 @@ def event_record(
     if decision_id is not None and not trains:
         # reward_apply checks the decision for rewarded kinds; check it for the
         # others too: it exists, is this user's, and offered this tip.
-        decision_vector(
+        decision_candidate(
             decision_id=decision_id, user_id=user_id, tip_id=tip_id, policy_name=None
         )
-    trained = None
+    result, refused = None, None
     try:
         with transaction.atomic():
             # The event first: a concurrent post of the same event_id waits on
             # this row's unique index entry, then fails, and replays below.
             rows_insert([event])
             if trains:
-                result = reward_apply(
-                    user_id=user_id,
-                    tip_id=tip_id,
-                    reward=rule.reward,
-                    features={},
-                    day_of_week=0,
-                    profile={},
-                    decision_id=decision_id,
-                    event_id=reward_event_id(event.id),
-                )
-                trained = result.policy
+                try:
+                    result = reward_apply(
+                        user_id=user_id,
+                        tip_id=tip_id,
+                        reward=rule.reward,
+                        features={},
+                        day_of_week=0,
+                        profile={},
+                        decision_id=decision_id,
+                        event_id=reward_event_id(event.id),
+                    )
+                except Conflict as conflict:
+                    if conflict.code != "already_rewarded":
+                        raise
+                    refused = conflict.detail
+            profile_refresh(user_id=user_id)
     except IntegrityError:
         decision_gone(decision_id)
         if event_id is None or not (
@@ -194,9 +219,10 @@ def event_record(
         decision_id=decision_id,
         stored=True,
         replayed=False,
-        reward=rule.reward if trains else None,
-        trained=trained,
-        reason=_reason(event, rule, trained),
+        reward=rule.reward if result else None,
+        trained=result.policy if result else None,
+        reason=_reason(event, rule, result.policy if result else None, refused),
+        learned_by=result.learned_by if result else (),
     )
 
 
@@ -248,8 +274,20 @@ def _profiles_upsert(profiles: Sequence[Profile]) -> None:
     )
 
 
+def _profile_lock_names(user_ids: Iterable[str]) -> list[str]:
+    return [f"profile:{user_id}" for user_id in user_ids]
+
+
+@transaction.atomic
 def profile_refresh(*, user_id: str, now: datetime | None = None) -> Profile:
-    """Compute one user's features now and store them: two statements."""
+    """Compute one user's features now and store them.
+
+    Under a lock on the user's profile, taken before counting: two writers
+    (two events, or an event and a lazy refresh) queue, and the second counts
+    what the first committed, so neither stores a profile that misses the
+    other's event.
+    """
+    names_lock(_profile_lock_names([user_id]))
     now = now or timezone.now()
     counts = selectors.event_counts(user_id=user_id, now=now)
     profile = _profile_build(user_id=user_id, counts=counts, now=now)
@@ -265,14 +303,16 @@ def profiles_refresh(
     ids = list(dict.fromkeys(user_ids))
     for start in range(0, len(ids), chunk_size):
         chunk = ids[start : start + chunk_size]
-        counts = selectors.event_counts_many(user_ids=chunk, now=now)
-        empty = features.EventCounts()
-        _profiles_upsert(
-            [
-                _profile_build(user_id=u, counts=counts.get(u, empty), now=now)
-                for u in chunk
-            ]
-        )
+        with transaction.atomic():  # the same locks as profile_refresh
+            names_lock(_profile_lock_names(chunk))
+            counts = selectors.event_counts_many(user_ids=chunk, now=now)
+            empty = features.EventCounts()
+            _profiles_upsert(
+                [
+                    _profile_build(user_id=u, counts=counts.get(u, empty), now=now)
+                    for u in chunk
+                ]
+            )
     return len(ids)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import timedelta
 
@@ -47,18 +48,21 @@ def test_a_state_page_shows_theta_with_its_labels_and_cannot_be_edited(
     client, staff_user, history
 ):
     client.force_login(staff_user)
-    state = BanditState.objects.get()
+    state = BanditState.objects.get(policy__name="egreedy-v2")
     page = client.get(f"/admin/policies/banditstate/{state.pk}/change/")
 
     assert page.status_code == 200
     html = page.content.decode()
     assert "Weights θ = A⁻¹b" in html and "hour_sin" in html and "dow_cos" in html
     assert 'name="_save"' not in html  # read-only: no save button
+    # egreedy-v2 learned the active policy's reward: one of one, from another's.
+    assert "Of which learned from other policies" in html
+    assert re.search(r"learned from other policies.*?<div[^>]*>1</div>", html, re.S)
     response = client.post(
         f"/admin/policies/banditstate/{state.pk}/change/", {"reward_count": 99}
     )
     assert response.status_code == 403
-    assert BanditState.objects.get().reward_count == 1
+    assert BanditState.objects.get(pk=state.pk).reward_count == 1
 
 
 @pytest.mark.django_db
@@ -72,7 +76,8 @@ def test_logs_cannot_be_deleted_from_the_admin(client, staff_user, history):
             f"/admin/policies/{model}/{obj.pk}/delete/", {"post": "yes"}
         )
         assert response.status_code == 403
-    assert Decision.objects.count() == 1 and Reward.objects.count() == 1
+    # The active policy's reward, and egreedy-v2's row learning from it.
+    assert Decision.objects.count() == 1 and Reward.objects.count() == 2
 
 
 def _decision(
@@ -214,7 +219,7 @@ def test_the_active_policy_has_no_switch_and_says_so(client, staff_user):
 
 @pytest.mark.django_db
 def test_reset_from_the_state_page_needs_the_permission(client, history):
-    state = BanditState.objects.get()
+    state = BanditState.objects.get(policy__name="egreedy-v1")
     viewer = get_user_model().objects.create_user(
         username="viewer", password="x" * 12, is_staff=True
     )

@@ -185,7 +185,8 @@ def test_reset_is_recorded_once_per_policy_it_touched(api, staff_token_api):
     assert set(changes) == {"egreedy-v1", "egreedy-v2"}
     v1, v2 = changes["egreedy-v1"], changes["egreedy-v2"]
     assert v1.before == {"reward_count": 1, "cumulative_reward": 0.5, "decisions": 1}
-    assert v2.before == {"reward_count": 0, "cumulative_reward": 0.0, "decisions": 1}
+    # The shadow learned the active policy's reward (learning from live rewards).
+    assert v2.before == {"reward_count": 1, "cumulative_reward": 0.5, "decisions": 1}
     assert {(c.action, c.user_id, c.actor_name) for c in changes.values()} == {
         (ChangeAction.RESET, "u1", "ops")
     }

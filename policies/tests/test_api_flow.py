@@ -147,12 +147,20 @@ def test_reward_with_a_decision_trains_the_deciding_policy_on_the_logged_vector(
     )
 
     assert answer["policy"] == "egreedy-v2"
+    assert answer["learned_by"] == ["egreedy-v1"]
     state = BanditState.objects.select_related("policy").get(policy__name="egreedy-v2")
     x = np.array(shadow.features[2])  # call-mum, as encoded at decision time
     np.testing.assert_allclose(state.a, np.eye(12) + np.outer(x, x), atol=1e-12)
     np.testing.assert_allclose(state.b, x, atol=1e-12)
-    assert not BanditState.objects.filter(policy__name="egreedy-v1").exists()
-    assert Reward.objects.get().decision_id == shadow.id
+    # The active policy learns from the shadow's reward, on its own encoding of
+    # call-mum in the context the decision logged (not the body's hour 3).
+    active = BanditState.objects.select_related("policy").get(
+        policy__name="egreedy-v1"
+    )
+    np.testing.assert_allclose(active.b, x[:7], atol=1e-12)
+    own = Reward.objects.get(learned=False)
+    assert own.decision_id == shadow.id and own.policy.name == "egreedy-v2"
+    assert Reward.objects.get(learned=True).policy.name == "egreedy-v1"
 
 
 @pytest.mark.django_db
@@ -166,15 +174,17 @@ def test_reward_without_a_decision_trains_the_active_policy(api):
 @pytest.mark.django_db
 def test_replaying_an_event_changes_nothing_and_says_so(api):
     first = reward(api, tip_id="t", reward=1.0, event_id="e-1")
-    state_before = BanditState.objects.get()
+    states_before = {s.policy_id: bytes(s.a_bytes) for s in BanditState.objects.all()}
 
     again = reward(api, tip_id="t", reward=1.0, event_id="e-1")
 
     assert first["applied"] and not again["applied"] and again["replayed"]
-    state_after = BanditState.objects.get()
-    assert bytes(state_after.a_bytes) == bytes(state_before.a_bytes)
-    assert state_after.reward_count == 1
-    assert Reward.objects.count() == 1
+    # The replay says what the reward did the first time, learners included.
+    assert first["learned_by"] == again["learned_by"] == ["egreedy-v2"]
+    states_after = {s.policy_id: bytes(s.a_bytes) for s in BanditState.objects.all()}
+    assert states_after == states_before and len(states_after) == 2
+    assert {s.reward_count for s in BanditState.objects.all()} == {1}
+    assert Reward.objects.count() == 2
 
 
 @pytest.mark.django_db
@@ -288,7 +298,9 @@ def test_reset_clears_every_policy_state_and_history_but_keeps_the_reward_log(
     assert not BanditState.objects.filter(user_id="u1").exists()
     assert not Decision.objects.filter(user_id="u1").exists()
     assert Decision.objects.filter(user_id="someone-else").count() == 2
-    assert Reward.objects.filter(user_id="u1").count() == 2
+    # The decision's reward trained egreedy-v1 and, learning, egreedy-v2; the
+    # named route trained egreedy-v2 alone.
+    assert Reward.objects.filter(user_id="u1").count() == 3
     # The log keeps its rows; their link to the cleared decision is gone.
     assert not Reward.objects.filter(decision__isnull=False).exists()
     assert api.get("/features/u1").status_code == 404
@@ -317,17 +329,18 @@ def test_score_costs_a_fixed_number_of_queries(api, django_assert_num_queries):
 
 @pytest.mark.django_db
 def test_score_without_a_profile_policy_sends_exactly_the_two_statements(api):
+    # Nothing that reads the profile scores or learns: egreedy-v2 learns nothing.
+    Policy.objects.filter(name="egreedy-v2").update(learns_live=False)
     score(api)  # warms the token cache
     with CaptureQueriesContext(connection) as queries:
         score(api)  # the active policy is D=7, no shadow is on, no profile sent
     sql = [q["sql"] for q in queries]
     assert len(sql) == 2, sql
-    read = _SCORING_ACTIVE_AND_SHADOWS_SQL % (
-        "'u1'",
-        "'active'",
-        "'shadow'",
-        "'active'",
-    )
+    read = _SCORING_ACTIVE_AND_SHADOWS_SQL % {
+        "user": "'u1'",
+        "active": "'active'",
+        "shadow": "'shadow'",
+    }
     assert sql[0] == read
     assert sql[1].startswith('INSERT INTO "policies_decision" ')
     assert not any("profiles_" in statement for statement in sql)

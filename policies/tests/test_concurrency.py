@@ -88,6 +88,8 @@ def test_threads_applying_rewards_to_one_new_user_lose_nothing(registry):
         thread.join()
 
     _assert_state_is(Policy.objects.get(role="active"), "hot-user", work)
+    # egreedy-v2 learns from live rewards: every one, on its own encoding.
+    _assert_state_is(Policy.objects.get(name="egreedy-v2"), "hot-user", work)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -113,6 +115,7 @@ def test_500_concurrent_rewards_over_http_to_gunicorn_all_applied(gunicorn_url):
 
     assert statuses == [200] * 500
     _assert_state_is(Policy.objects.get(role="active"), "hot-user", work)
+    _assert_state_is(Policy.objects.get(name="egreedy-v2"), "hot-user", work)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -150,7 +153,7 @@ def test_a_reward_whose_decision_a_reset_cleared_meanwhile_is_404(
     decision = api.post(
         "/score", {"user_id": "u1", "candidates": [{"id": "a"}]}, format="json"
     ).json()
-    lock = services._state_lock
+    lock = services._states_lock
 
     def reset_meanwhile(**kwargs):
         db = connection.settings_dict
@@ -167,7 +170,7 @@ def test_a_reward_whose_decision_a_reset_cleared_meanwhile_is_404(
             )
         return lock(**kwargs)
 
-    monkeypatch.setattr(services, "_state_lock", reset_meanwhile)
+    monkeypatch.setattr(services, "_states_lock", reset_meanwhile)
     response = api.post(
         "/reward",
         {

@@ -40,7 +40,8 @@ def test_one_click_turns_a_shadow_on_and_off_and_the_history_says_who(admin_page
     page = admin_page
     page.goto("/admin/policies/")
     row = page.locator("#policy-egreedy-v2")
-    switch = row.get_by_role("switch")
+    scores = "egreedy-v2 scores in shadow"
+    switch = row.get_by_role("switch", name=scores)
     expect(switch).to_have_attribute("aria-checked", "false")
     expect(row.get_by_role("cell", name="Active")).to_have_count(0)
     expect(page.locator("#policy-egreedy-v1")).to_contain_text("Active")
@@ -48,7 +49,7 @@ def test_one_click_turns_a_shadow_on_and_off_and_the_history_says_who(admin_page
     switch.click()
 
     expect(page.locator(".messagelist")).to_contain_text("Shadow egreedy-v2 is on")
-    switch = page.locator("#policy-egreedy-v2").get_by_role("switch")
+    switch = page.locator("#policy-egreedy-v2").get_by_role("switch", name=scores)
     expect(switch).to_have_attribute("aria-checked", "true")
     assert Policy.objects.get(name="egreedy-v2").enabled
     history = page.locator("#history")
@@ -57,9 +58,7 @@ def test_one_click_turns_a_shadow_on_and_off_and_the_history_says_who(admin_page
 
     switch.click()
 
-    expect(page.locator("#policy-egreedy-v2").get_by_role("switch")).to_have_attribute(
-        "aria-checked", "false"
-    )
+    expect(switch).to_have_attribute("aria-checked", "false")
     assert not Policy.objects.get(name="egreedy-v2").enabled
     expect(history.locator("tbody tr").first).to_contain_text("shadow turned off")
     changes = PolicyChange.objects.filter(action=ChangeAction.TOGGLE)
@@ -71,6 +70,41 @@ def test_one_click_turns_a_shadow_on_and_off_and_the_history_says_who(admin_page
     expect(page.locator("#content")).to_contain_text("Shadow toggled")
 
 
+def test_one_click_stops_and_restarts_a_policy_learning_from_live_rewards(
+    admin_page,
+):
+    page = admin_page
+    page.goto("/admin/policies/")
+    learns = page.locator("#policy-egreedy-v2").get_by_role(
+        "switch", name="egreedy-v2 learns from live rewards"
+    )
+    expect(learns).to_have_attribute("aria-checked", "true")  # a shadow's default
+    # The retired policy learns nothing, and says so.
+    expect(
+        page.locator("#policy-linucb-v1").get_by_role(
+            "switch", name="linucb-v1 learns from live rewards"
+        )
+    ).to_have_attribute("aria-checked", "false")
+
+    learns.click()
+
+    expect(page.locator(".messagelist")).to_contain_text(
+        "Learning from live rewards is off for egreedy-v2"
+    )
+    expect(learns).to_have_attribute("aria-checked", "false")
+    assert not Policy.objects.get(name="egreedy-v2").learns_live
+    expect(page.locator("#history")).to_contain_text(
+        "learning from live rewards turned off"
+    )
+
+    learns.click()
+
+    expect(learns).to_have_attribute("aria-checked", "true")
+    changes = PolicyChange.objects.filter(action=ChangeAction.LEARNING)
+    assert [c.after["learns_live"] for c in changes] == [True, False]
+    assert {c.actor_name for c in changes} == {"ops"}
+
+
 def test_a_user_state_page_shows_theta_and_why_each_pick_won_and_resets(
     admin_page,
 ):
@@ -79,7 +113,11 @@ def test_a_user_state_page_shows_theta_and_why_each_pick_won_and_resets(
     page.goto("/admin/policies/")
     page.get_by_label("One user's state").fill("u-42")
     page.get_by_role("button", name="Open").click()
-    page.get_by_role("link", name="u-42").click()
+    # Every policy that learned: the active one, and egreedy-v2 learning live.
+    expect(page.get_by_role("link", name="u-42")).to_have_count(2)
+    page.get_by_role("row", name=re.compile("egreedy-v1")).get_by_role(
+        "link", name="u-42"
+    ).click()
 
     content = page.locator("#content")
     expect(content).to_contain_text("Weights θ = A⁻¹b")
@@ -95,9 +133,13 @@ def test_a_user_state_page_shows_theta_and_why_each_pick_won_and_resets(
     expect(page.locator(".messagelist")).to_contain_text("User u-42 reset")
     assert not BanditState.objects.filter(user_id="u-42").exists()
     assert not Decision.objects.filter(user_id="u-42").exists()
-    change = PolicyChange.objects.get(action=ChangeAction.RESET)
-    assert (change.actor_name, change.user_id) == ("ops", "u-42")
-    assert change.before["reward_count"] == 3
+    changes = PolicyChange.objects.filter(action=ChangeAction.RESET)
+    assert {(c.actor_name, c.user_id) for c in changes} == {("ops", "u-42")}
+    # Both policies had learned the three rewards, egreedy-v2 from live rewards.
+    assert {c.policy.name: c.before["reward_count"] for c in changes} == {
+        "egreedy-v1": 3,
+        "egreedy-v2": 3,
+    }
 
 
 def test_promote_shows_the_evidence_or_the_refusal_and_rollback_undoes_it(

@@ -560,8 +560,14 @@ def test_plain_reward_with_decision_id_trains_the_deciding_policy(api):
     assert response.json()["policy"] == "linucb-v1"
     x = np.array(T1_AT_DECISION[:5])
     assert_close(stats(api, "linucb-v1", user)["theta"], -0.5 * x / (1.0 + x @ x))
-    url = reverse("policy-stats", kwargs={"name": "egreedy-v1", "user_id": user})
-    assert api.get(url).status_code == 404
+    # The policies that learn from live rewards learn it too, each on its own
+    # encoding of t1 in the context and profile the decision logged (not the
+    # misleading body).
+    for name, dimension in (("egreedy-v1", 7), ("egreedy-v2", 12)):
+        got = stats(api, name, user)
+        x = np.array(T1_AT_DECISION[:dimension])
+        assert (got["reward_count"], got["learned_count"], got["pulls"]) == (1, 1, 0)
+        assert_close(got["theta"], -0.5 * x / (1.0 + x @ x))
 
 
 def test_decision_id_and_body_rewards_accumulate_into_one_state(api):

@@ -61,6 +61,41 @@ def test_one_event_id_posted_concurrently_is_stored_and_applied_once(registry):
     assert {r.reward for r in results} == {1.0}
     assert {r.trained for r in results} == {"egreedy-v1"}
     assert Event.objects.filter(event_id="evt-1").count() == 1
-    assert Reward.objects.count() == 1
-    state = BanditState.objects.get(user_id="u")
-    assert (state.reward_count, state.cumulative_reward) == (1, 1.0)
+    # The active policy's reward, and egreedy-v2's row learning from it.
+    assert Reward.objects.filter(learned=False).count() == 1
+    assert {r.learned_by for r in results} == {("egreedy-v2",)}
+    for state in BanditState.objects.filter(user_id="u"):
+        assert (state.reward_count, state.cumulative_reward) == (1, 1.0)
+    assert BanditState.objects.filter(user_id="u").count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_events_of_one_user_all_reach_the_stored_profile(registry):
+    """Each event recomputes the profile under the user's lock: the last to
+    commit counts every other one, so no event is left out until the TTL."""
+    from profiles.selectors import profile_get
+
+    threads_n = 12
+    barrier = threading.Barrier(threads_n)
+    errors = []
+
+    def post(i: int) -> None:
+        barrier.wait()
+        try:
+            kind = "done" if i % 3 == 0 else "served"
+            event_record(user_id="u", tip_id=f"t{i}", kind=kind, dwell_ms=60_000)
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    profile = profile_get(user_id="u")
+    assert profile.tip_volume_30d == 8 and profile.done_30d == 4
+    assert profile.completion_rate_30d == 0.5

@@ -102,8 +102,11 @@ def test_a_reward_trains_the_deciding_policy_on_the_vector_it_logged(api):
     answer = ok(api, tip_id="t2", kind="done", decision_id=str(shadow.id))
 
     assert answer["trained"] == "egreedy-v2" and answer["reward"] == 1.0
-    reward = Reward.objects.get()
+    assert answer["learned_by"] == ["egreedy-v1"]  # the active policy learns too
+    reward = Reward.objects.get(learned=False)
     assert reward.features == shadow.features[1]
+    learned = Reward.objects.get(learned=True)
+    assert learned.features == shadow.features[1][:7] and learned.event_id is None
     assert reward.decision_id == shadow.id
     assert reward.event_id == f"event:{answer['id']}"
     assert Event.objects.get().decision_id == shadow.id
@@ -131,10 +134,13 @@ def test_a_kind_without_a_reward_says_so(api):
 
 def test_events_without_event_id_are_each_stored(api):
     decision = decide(api)
-    for _ in range(2):
-        ok(api, kind="snoozed", decision_id=decision)
+    first, second = (ok(api, kind="snoozed", decision_id=decision) for _ in range(2))
     assert Event.objects.count() == 2
-    assert BanditState.objects.get(user_id="u1").reward_count == 2
+    # One reward per decision: the second event is stored, and trains nothing.
+    assert first["trained"] == "egreedy-v1" and second["trained"] is None
+    assert second["reward"] is None and "already rewarded" in second["reason"]
+    state = BanditState.objects.get(user_id="u1", policy__name="egreedy-v1")
+    assert state.reward_count == 1
 
 
 def test_an_event_id_reused_with_other_content_is_a_conflict(api):
@@ -300,23 +306,24 @@ def test_profiles_need_a_token(anon):
     assert anon.get("/profiles/u1").status_code == 401
 
 
-def test_a_profile_is_computed_on_first_read_then_served_until_stale(api, settings):
+def test_a_profile_keeps_up_with_events_and_the_ttl_lets_old_ones_go(api):
     ok(api, kind="served")
     first = api.get("/profiles/u1").json()
     assert first["features"]["tip_volume_30d"] == 1
 
     ok(api, kind="served")
-    fresh = api.get("/profiles/u1").json()
-    assert fresh == first  # within the TTL: the stored values
+    now = api.get("/profiles/u1").json()
+    assert now["features"]["tip_volume_30d"] == 2  # the moment /events answered
+    assert now["computed_at"] > first["computed_at"]
+    assert api.get("/profiles/u1").json() == now  # a read alone recomputes nothing
 
+    # Within the TTL the stored values stand, even as events leave the window...
+    month_ago = timezone.now() - dt.timedelta(days=31)
+    Event.objects.update(occurred_at=month_ago)
+    assert api.get("/profiles/u1").json() == now
+    # ...and once the TTL has passed, the next read counts them out.
     Profile.objects.update(computed_at=timezone.now() - dt.timedelta(minutes=16))
-    stale = api.get("/profiles/u1").json()
-    assert stale["features"]["tip_volume_30d"] == 2
-    assert stale["computed_at"] > first["computed_at"]
-
-    settings.PROFILE_TTL_SECONDS = 0
-    ok(api, kind="served")
-    assert api.get("/profiles/u1").json()["features"]["tip_volume_30d"] == 3
+    assert api.get("/profiles/u1").json()["features"]["tip_volume_30d"] == 0
 
 
 def test_a_user_with_events_only_outside_the_window_reads_as_empty(api):

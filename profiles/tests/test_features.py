@@ -134,15 +134,17 @@ def test_only_the_last_30_days_count():
 
 
 @pytest.mark.django_db
-def test_one_user_is_one_aggregate_query_and_one_upsert():
+def test_one_user_is_a_lock_one_aggregate_query_and_one_upsert():
     events_record_bulk([event("u", "served"), event("u", "done", dwell_ms=30_000)])
     with CaptureQueriesContext(connection) as queries:
         profile = services.profile_refresh(user_id="u", now=NOW)
-    sql = [q["sql"] for q in queries]
-    assert len(sql) == 2, sql
-    assert "GROUP BY" not in sql[0] and sql[0].count("FILTER") >= 29
-    assert sql[1].startswith('INSERT INTO "profiles_profile"')
-    assert "ON CONFLICT" in sql[1]
+    # The test's own transaction turns the service's into savepoints.
+    sql = [q["sql"] for q in queries if "SAVEPOINT" not in q["sql"]]
+    assert len(sql) == 3, sql
+    assert "pg_advisory_xact_lock" in sql[0]
+    assert "GROUP BY" not in sql[1] and sql[1].count("FILTER") >= 29
+    assert sql[2].startswith('INSERT INTO "profiles_profile"')
+    assert "ON CONFLICT" in sql[2]
     stored = Profile.objects.get(user_id="u")
     assert stored.features == profile.features
     assert stored.features["completion_rate_30d"] == 1.0
@@ -162,8 +164,10 @@ def test_the_bulk_path_gives_exactly_the_one_user_values():
     Profile.objects.all().delete()
     with CaptureQueriesContext(connection) as queries:
         assert services.profiles_refresh(user_ids=users, now=NOW, chunk_size=25) == 61
-    # Three chunks: one grouped aggregate and one upsert each.
-    assert len(queries) == 6
+    # Three chunks: a lock on its users, one grouped aggregate and one upsert each.
+    sql = [q["sql"] for q in queries if "SAVEPOINT" not in q["sql"]]
+    assert len(sql) == 9
+    assert sum("pg_advisory_xact_lock" in statement for statement in sql) == 3
     bulk = {p.user_id: p.features for p in Profile.objects.all()}
 
     assert bulk == one_by_one
