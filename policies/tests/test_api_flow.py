@@ -154,9 +154,7 @@ def test_reward_with_a_decision_trains_the_deciding_policy_on_the_logged_vector(
     np.testing.assert_allclose(state.b, x, atol=1e-12)
     # The active policy learns from the shadow's reward, on its own encoding of
     # call-mum in the context the decision logged (not the body's hour 3).
-    active = BanditState.objects.select_related("policy").get(
-        policy__name="egreedy-v1"
-    )
+    active = BanditState.objects.select_related("policy").get(policy__name="egreedy-v1")
     np.testing.assert_allclose(active.b, x[:7], atol=1e-12)
     own = Reward.objects.get(learned=False)
     assert own.decision_id == shadow.id and own.policy.name == "egreedy-v2"

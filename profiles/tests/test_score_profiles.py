@@ -85,9 +85,7 @@ def test_an_enabled_d12_shadow_gets_the_stored_values(api, history):
     assert shadow.features[0][11] > 0
 
 
-def test_a_request_no_d12_policy_scores_or_learns_from_reads_no_profile(
-    api, history
-):
+def test_a_request_no_d12_policy_scores_or_learns_from_reads_no_profile(api, history):
     Policy.objects.filter(name="egreedy-v2").update(learns_live=False)
     decision = score(api)
     assert decision.policy.dimension == 7
@@ -95,9 +93,7 @@ def test_a_request_no_d12_policy_scores_or_learns_from_reads_no_profile(
     assert not Profile.objects.exists()
 
 
-def test_a_learning_d12_shadow_has_the_decision_log_the_stored_profile(
-    api, history
-):
+def test_a_learning_d12_shadow_has_the_decision_log_the_stored_profile(api, history):
     # egreedy-v2 does not score, but learns from the active policy's rewards:
     # the decision logs the profile it will encode the rewarded candidate in.
     decision = score(api)
