@@ -187,6 +187,8 @@ CELERY_TASK_SOFT_TIME_LIMIT = env("CELERY_TASK_SOFT_TIME_LIMIT", 1700)
 # One simulation chunk's hard limit (seconds); its soft limit is 30 s less. A run
 # that has completed no chunk for this long has its pending chunks sent again.
 SIMULATION_CHUNK_TIME_LIMIT = env("OO_ML_SIMULATION_CHUNK_TIME_LIMIT", 600)
+# How often a hybrid policy's shared model is refit from the reward log.
+SHARED_MODEL_REFIT_SECONDS = env("OO_ML_SHARED_MODEL_REFIT_SECONDS", 600.0)
 # Run by `celery -A oo_ml beat` (`make run` starts its worker with --beat). Every
 # half TTL it recomputes the profiles over half a TTL old, so a profile is
 # refreshed before it goes stale and /score seldom recomputes one itself. Every
@@ -200,6 +202,10 @@ CELERY_BEAT_SCHEDULE = {
     "resume-stalled-simulations": {
         "task": "simulations.resume_stalled",
         "schedule": 60,
+    },
+    "refit-shared-models": {
+        "task": "policies.refit_shared_models",
+        "schedule": SHARED_MODEL_REFIT_SECONDS,
     },
 }
 

@@ -15,7 +15,8 @@ import numpy as np
 
 LINUCB = "linucb"
 EGREEDY = "egreedy"
-ALGORITHMS = (LINUCB, EGREEDY)
+HYBRID = "hybrid"  # epsilon-greedy on a per-user ridge around a shared model
+ALGORITHMS = (LINUCB, EGREEDY, HYBRID)
 DIMENSIONS = (5, 7, 12)
 PROFILE_DIMENSION = 12  # the feature set that reads the user's profile
 
@@ -246,6 +247,8 @@ class Choice:
     exploring: bool
     estimates: np.ndarray  # theta . x for every candidate
     bonuses: np.ndarray | None  # LinUCB confidence bonus per candidate, else None
+    # A hybrid policy: the shared model's part of each estimate, else None.
+    shared: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +261,7 @@ class BatchChoice:
     exploring: np.ndarray  # (B,) bool
     estimates: np.ndarray  # (B, N)
     bonuses: np.ndarray | None  # (B, N) for LinUCB, else None
+    shared: np.ndarray | None = None  # (B, N) for a hybrid policy, else None
 
 
 def first_max(values: np.ndarray) -> int:
@@ -311,15 +315,7 @@ def egreedy_choose(
     rng: np.random.Generator,
 ) -> Choice:
     """With probability epsilon a uniform pick (exploring), else argmax theta.x."""
-    n = x.shape[0]
-    estimates = _estimates(a, b, x)
-    greedy = first_max(estimates)
-    exploring = bool(rng.random() < epsilon)
-    index = int(rng.integers(n)) if exploring else greedy
-    propensity = _egreedy_propensity(epsilon, n, index == greedy)
-    return Choice(
-        index, float(estimates[index]), propensity, exploring, estimates, None
-    )
+    return _epsilon_pick(_estimates(a, b, x), epsilon, rng)
 
 
 def egreedy_choose_batch(
@@ -339,8 +335,37 @@ def egreedy_choose_batch(
     uniform and ``integers(N)`` the candidate. Passing the uniforms in lets a
     simulation give every policy the same draws.
     """
-    n = x.shape[1]
-    estimates = _estimates(a, b, x)
+    return _epsilon_pick_batch(
+        _estimates(a, b, x), epsilon, explore_uniforms, pick_uniforms
+    )
+
+
+def _epsilon_pick(
+    estimates: np.ndarray,
+    epsilon: float,
+    rng: np.random.Generator,
+    shared: np.ndarray | None = None,
+) -> Choice:
+    """The epsilon-greedy pick over one user's estimates."""
+    n = estimates.shape[0]
+    greedy = first_max(estimates)
+    exploring = bool(rng.random() < epsilon)
+    index = int(rng.integers(n)) if exploring else greedy
+    propensity = _egreedy_propensity(epsilon, n, index == greedy)
+    return Choice(
+        index, float(estimates[index]), propensity, exploring, estimates, None, shared
+    )
+
+
+def _epsilon_pick_batch(
+    estimates: np.ndarray,
+    epsilon: float,
+    explore_uniforms: np.ndarray,
+    pick_uniforms: np.ndarray,
+    shared: np.ndarray | None = None,
+) -> BatchChoice:
+    """The epsilon-greedy picks over B users' estimates, (B, N)."""
+    n = estimates.shape[1]
     greedy = _first_max(estimates)
     exploring = np.asarray(explore_uniforms) < epsilon
     uniform_pick = np.minimum((np.asarray(pick_uniforms) * n).astype(np.intp), n - 1)
@@ -353,6 +378,7 @@ def egreedy_choose_batch(
         exploring,
         estimates,
         None,
+        shared,
     )
 
 
@@ -364,12 +390,24 @@ def choose(
     x: np.ndarray,
     *,
     rng: np.random.Generator,
+    shared: np.ndarray | None = None,
 ) -> Choice:
-    """Dispatch on the policy's algorithm with its parameters."""
+    """Dispatch on the policy's algorithm with its parameters; ``shared`` is a
+    hybrid policy's shared weights (None before its first refit)."""
     if algorithm == LINUCB:
         return linucb_choose(a, b, x, alpha=params.get("alpha", 1.0))
     if algorithm == EGREEDY:
         return egreedy_choose(a, b, x, epsilon=params.get("epsilon", 0.1), rng=rng)
+    if algorithm == HYBRID:
+        return hybrid_choose(
+            a,
+            b,
+            x,
+            weights=shared,
+            epsilon=params.get("epsilon", HYBRID_EPSILON),
+            prior_weight=params.get("prior_weight", HYBRID_PRIOR_WEIGHT),
+            rng=rng,
+        )
     raise ValueError(f"unknown algorithm {algorithm!r}")
 
 
@@ -382,6 +420,7 @@ def choose_batch(
     *,
     explore_uniforms: np.ndarray,
     pick_uniforms: np.ndarray,
+    shared: np.ndarray | None = None,
 ) -> BatchChoice:
     """``choose`` for B users; LinUCB ignores the uniforms (it never explores)."""
     if algorithm == LINUCB:
@@ -395,7 +434,125 @@ def choose_batch(
             explore_uniforms=explore_uniforms,
             pick_uniforms=pick_uniforms,
         )
+    if algorithm == HYBRID:
+        return hybrid_choose_batch(
+            a,
+            b,
+            x,
+            weights=shared,
+            epsilon=params.get("epsilon", HYBRID_EPSILON),
+            prior_weight=params.get("prior_weight", HYBRID_PRIOR_WEIGHT),
+            explore_uniforms=explore_uniforms,
+            pick_uniforms=pick_uniforms,
+        )
     raise ValueError(f"unknown algorithm {algorithm!r}")
+
+
+# --- the hybrid (population-informed) policy --------------------------------------
+#
+# A shared model, fit on every user's rewards, says what a user like this one (by
+# profile and hour) gets from a candidate; each user's own ridge estimate is
+# centred on it. In the policy's D=12 encoding x (SPEC section 3), the shared
+# model is linear in the interactions of x with the user's side u = (1, hour_sin,
+# hour_cos, the five profile features): estimate_shared(x) = x^T W u, so for a
+# user it is the prior mean theta_0 = W u. The user's posterior mean, with
+# A = I + sum x x^T and b = sum r x as every policy keeps them, is
+#     theta = (A + (lambda - 1) I)^-1 (b + lambda theta_0),
+# the ridge solution pulled towards theta_0 with strength lambda (prior_weight).
+# The per-user state and its rank-one update are those of every other policy;
+# the shared model enters only at scoring. docs/algorithms.md has the details.
+
+HYBRID_EPSILON = 0.01
+HYBRID_PRIOR_WEIGHT = 300.0
+HYBRID_RIDGE = 0.02
+# The user's side of the interactions: x's hour (0, 1) and profile (7-11).
+_USER_SIDE = (0, 1, 7, 8, 9, 10, 11)
+SHARED_USER_WIDTH = 1 + len(_USER_SIDE)
+SHARED_DIMENSION = PROFILE_DIMENSION * SHARED_USER_WIDTH
+
+
+def _user_side(x: np.ndarray) -> np.ndarray:
+    """u = (1, hour_sin, hour_cos, profile...) of D=12 vectors, (..., 8)."""
+    return np.concatenate((np.ones(x.shape[:-1] + (1,)), x[..., _USER_SIDE]), -1)
+
+
+def shared_features(x: np.ndarray) -> np.ndarray:
+    """z = vec(x u^T) of D=12 vectors (..., 12) -> (..., 96): the shared model's
+    inputs, so its estimate is z . w = x^T W u with W = w reshaped (12, 8)."""
+    u = _user_side(x)
+    return (x[..., :, None] * u[..., None, :]).reshape(x.shape[:-1] + (-1,))
+
+
+def shared_moments(
+    xs: np.ndarray, rewards: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Z^T Z and Z^T r of rewarded vectors xs (n, 12): what a refit sums, so a
+    refit can add new rewards to an earlier one's sums."""
+    z = shared_features(np.asarray(xs, dtype=float))
+    return z.T @ z, z.T @ np.asarray(rewards, dtype=float)
+
+
+def shared_fit(
+    gram: np.ndarray, moment: np.ndarray, *, ridge: float = HYBRID_RIDGE
+) -> np.ndarray:
+    """The shared weights w = (Z^T Z + ridge I)^-1 Z^T r."""
+    return np.linalg.solve(gram + ridge * np.eye(gram.shape[-1]), moment)
+
+
+def _hybrid_terms(
+    a: np.ndarray,
+    b: np.ndarray,
+    x: np.ndarray,
+    weights: np.ndarray | None,
+    prior_weight: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each candidate's estimate x . theta and its shared part x . theta_0,
+    (..., N) each; x (..., N, 12). No weights yet: theta_0 = 0."""
+    d = x.shape[-1]
+    if weights is None:
+        theta0 = np.zeros(x.shape[:-2] + (d,))
+    else:
+        u = _user_side(x[..., 0, :])  # the same for every candidate of a request
+        theta0 = u @ np.asarray(weights).reshape(d, SHARED_USER_WIDTH).T
+    pulled = a + (prior_weight - 1.0) * np.eye(d)
+    theta = np.linalg.solve(pulled, (b + prior_weight * theta0)[..., None])[..., 0]
+    estimates = (x @ theta[..., None])[..., 0]
+    return estimates, (x @ theta0[..., None])[..., 0]
+
+
+def hybrid_choose(
+    a: np.ndarray,
+    b: np.ndarray,
+    x: np.ndarray,
+    *,
+    weights: np.ndarray | None,
+    epsilon: float = HYBRID_EPSILON,
+    prior_weight: float = HYBRID_PRIOR_WEIGHT,
+    rng: np.random.Generator,
+) -> Choice:
+    """epsilon-greedy on the estimates of the per-user ridge around the shared
+    model; ``shared`` in the answer is the shared part of each estimate."""
+    estimates, shared = _hybrid_terms(a, b, x, weights, prior_weight)
+    return _epsilon_pick(estimates, epsilon, rng, shared)
+
+
+def hybrid_choose_batch(
+    a: np.ndarray,
+    b: np.ndarray,
+    x: np.ndarray,
+    *,
+    weights: np.ndarray | None,
+    epsilon: float = HYBRID_EPSILON,
+    prior_weight: float = HYBRID_PRIOR_WEIGHT,
+    explore_uniforms: np.ndarray,
+    pick_uniforms: np.ndarray,
+) -> BatchChoice:
+    """``hybrid_choose`` for B users, its draws given as uniforms (as
+    ``egreedy_choose_batch``)."""
+    estimates, shared = _hybrid_terms(a, b, x, weights, prior_weight)
+    return _epsilon_pick_batch(
+        estimates, epsilon, explore_uniforms, pick_uniforms, shared
+    )
 
 
 # --- off-policy evaluation -----------------------------------------------------
@@ -418,9 +575,10 @@ def action_probabilities(
         probabilities = np.zeros(n)
         probabilities[first_max(estimates + np.asarray(bonuses, dtype=float))] = 1.0
         return probabilities
-    if algorithm == EGREEDY:
+    if algorithm in (EGREEDY, HYBRID):
+        default = 0.1 if algorithm == EGREEDY else HYBRID_EPSILON
         greedy = np.arange(n) == first_max(estimates)
-        return _egreedy_propensity(params.get("epsilon", 0.1), n, greedy)
+        return _egreedy_propensity(params.get("epsilon", default), n, greedy)
     raise ValueError(f"unknown algorithm {algorithm!r}")
 
 

@@ -12,6 +12,7 @@ from policies import bandits
 class Algorithm(models.TextChoices):
     LINUCB = bandits.LINUCB, "LinUCB"
     EGREEDY = bandits.EGREEDY, "ε-greedy"
+    HYBRID = bandits.HYBRID, "Hybrid ε-greedy (shared model + per-user ridge)"
 
 
 class Role(models.TextChoices):
@@ -57,6 +58,12 @@ class Policy(TimeStampedModel):
             ),
             models.CheckConstraint(
                 condition=Q(role__in=Role.values), name="policy_role_known"
+            ),
+            # The shared model reads the profile features: D=12 only.
+            models.CheckConstraint(
+                condition=~Q(algorithm=bandits.HYBRID)
+                | Q(dimension=bandits.PROFILE_DIMENSION),
+                name="hybrid_policy_is_d12",
             ),
         ]
 
@@ -150,6 +157,11 @@ class Decision(CreatedModel):
     score = models.FloatField()
     propensity = models.FloatField()
     exploring = models.BooleanField()
+    # A hybrid policy: the shared model it used, and its part of each estimate.
+    model_version = models.PositiveIntegerField(null=True, blank=True)
+    shared_estimates = models.JSONField(
+        null=True, blank=True, help_text="The shared model's part of each estimate."
+    )
 
     class Meta:
         indexes = [
@@ -212,6 +224,44 @@ class Reward(CreatedModel):
         return (
             f"{self.reward:+g} {how} {self.policy_id} for {self.user_id}/{self.tip_id}"
         )
+
+
+class SharedModel(CreatedModel):
+    """One version of a hybrid policy's shared model, refit in batch from the
+    reward log (``services.shared_model_refit``): never updated by a reward.
+
+    The sums it was solved from are kept, so the next refit adds only the
+    rewards logged since (``through_reward_id``) and gets the same weights as a
+    refit of the whole log.
+    """
+
+    policy = models.ForeignKey(
+        Policy, on_delete=models.PROTECT, related_name="shared_models"
+    )
+    version = models.PositiveIntegerField()
+    weights_bytes = models.BinaryField()
+    gram_bytes = models.BinaryField()
+    moment_bytes = models.BinaryField()
+    rewards = models.PositiveBigIntegerField(help_text="Rewards it was fit on.")
+    through_reward_id = models.BigIntegerField(
+        help_text="The last reward log row it includes."
+    )
+    seconds = models.FloatField(help_text="How long the refit took.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["policy", "version"], name="one_shared_model_version"
+            )
+        ]
+        ordering = ["policy", "-version"]
+
+    def __str__(self) -> str:
+        return f"shared model v{self.version} of {self.policy.name}"
+
+    @property
+    def weights(self) -> np.ndarray:
+        return array_from_bytes(self.weights_bytes, (bandits.SHARED_DIMENSION,))
 
 
 class ChangeAction(models.TextChoices):

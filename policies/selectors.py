@@ -24,6 +24,8 @@ from policies.models import (
     PolicyChange,
     Reward,
     Role,
+    SharedModel,
+    array_from_bytes,
     state_from_bytes,
 )
 
@@ -51,8 +53,15 @@ POLICY_WIDTH = 8  # how many columns POLICY_COLUMNS is
 _ACTIVE_SQL = f"SELECT {POLICY_COLUMNS} FROM {_POLICY} p WHERE p.role = %s"
 # The policies that score (``scores``), and those that only learn from live
 # rewards: their dimension says whether the decision must log the profile.
+_SHARED = SharedModel._meta.db_table
+# A hybrid policy's current shared model, read with the states: no round trip.
+_LATEST_SHARED = f"""(
+    SELECT m.{{column}} FROM {_SHARED} m WHERE m.policy_id = p.id
+    ORDER BY m.version DESC LIMIT 1)"""
 _SCORING_SQL = f"""
-    SELECT {POLICY_COLUMNS}, s.a_bytes, s.b_bytes, ({{which}}) AS scores
+    SELECT {POLICY_COLUMNS}, s.a_bytes, s.b_bytes, ({{which}}) AS scores,
+        {_LATEST_SHARED.format(column="version")},
+        {_LATEST_SHARED.format(column="weights_bytes")}
     FROM {_POLICY} p
     LEFT JOIN {_STATE} s ON s.policy_id = p.id AND s.user_id = %(user)s
     WHERE ({{which}}) OR p.learns_live
@@ -98,6 +107,9 @@ class LoadedState:
     policy: Policy
     a: np.ndarray
     b: np.ndarray
+    # A hybrid policy's current shared model: its version and weights.
+    model_version: int | None = None
+    shared: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,11 +145,13 @@ def scoring_states(
     dimension = 0
     for row in rows:
         policy = policy_from_row(row[:POLICY_WIDTH])
-        a_bytes, b_bytes, scores = row[POLICY_WIDTH:]
+        a_bytes, b_bytes, scores, version, weights = row[POLICY_WIDTH:]
         dimension = max(dimension, policy.dimension)
         if scores:
             a, b = state_from_bytes(a_bytes, b_bytes, policy.dimension)
-            loaded.append(LoadedState(policy, a, b))
+            if version is not None:
+                weights = array_from_bytes(weights, (bandits.SHARED_DIMENSION,))
+            loaded.append(LoadedState(policy, a, b, version, weights))
     if not loaded:
         if policy_name is None:
             raise NotFound("No policy is active.", field="policy")

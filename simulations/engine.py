@@ -10,6 +10,13 @@ live users' state is never read or written.
 Common random numbers: the world of each user (contexts, candidates, the judge's
 and the explorers' uniforms) is drawn before any policy runs
 (``generator.world_draw``), so every policy faces the same work.
+
+A hybrid (population-informed) policy refits its shared model every
+``refit_every`` rounds (a policy parameter, default 1) from the rewards it has
+earned in this simulation so far, over the users simulated together: a chunk's
+users are the population it learns from, so a run's results depend on its chunk
+size as on its seed (both are run parameters, and a redone chunk gives the same
+events to the bit).
 """
 
 from __future__ import annotations
@@ -72,6 +79,31 @@ _COLUMNS = (
 )
 
 
+@dataclass(slots=True)
+class _Population:
+    """A hybrid policy's shared model within one simulation: the sums of every
+    reward it earned, and the weights of its latest refit (None before one)."""
+
+    refit_every: int
+    gram: np.ndarray | None = None
+    moment: np.ndarray | None = None
+    weights: np.ndarray | None = None
+
+    def learn(self, xs, rewards, *, round_done: int, spec: PolicySpec) -> None:
+        gram, moment = bandits.shared_moments(xs, rewards)
+        if self.gram is None:
+            self.gram, self.moment = gram, moment
+        else:
+            self.gram += gram
+            self.moment += moment
+        if round_done % self.refit_every == 0:
+            self.weights = bandits.shared_fit(
+                self.gram,
+                self.moment,
+                ridge=spec.params.get("ridge", bandits.HYBRID_RIDGE),
+            )
+
+
 def simulate(
     *,
     policies: Sequence[PolicySpec],
@@ -100,6 +132,11 @@ def simulate(
     dimension = max(p.dimension for p in policies)
     profile = personas.profile_arrays(world.persona)
     states = [bandits.initial_state_batch(n_users, p.dimension) for p in policies]
+    population = {
+        p: _Population(refit_every=int(spec.params.get("refit_every", 1)))
+        for p, spec in enumerate(policies)
+        if spec.algorithm == bandits.HYBRID
+    }
     out = {
         name: np.empty((n_policies, n_rounds, n_users), dtype=dtype)
         for name, dtype in _COLUMNS
@@ -127,6 +164,7 @@ def simulate(
                 x,
                 explore_uniforms=world.explore_uniforms[r],
                 pick_uniforms=world.pick_uniforms[r],
+                shared=population[p].weights if p in population else None,
             )
             pick = choice.index
             priority = world.priority[r][users, pick]
@@ -142,6 +180,8 @@ def simulate(
             )
             reward = inference.rewards_for(reactions.kind, reactions.dwell_ms)
             bandits.update_batch(a, b, x[users, pick], reward, in_place=True)
+            if p in population:
+                population[p].learn(x[users, pick], reward, round_done=r + 1, spec=spec)
             out["pick"][p, r] = pick
             out["priority"][p, r] = priority
             out["is_overdue"][p, r] = overdue

@@ -6,7 +6,7 @@ from policies.registry import REGISTRY, registry_create
 
 
 def create_registry(apps, schema_editor):
-    registry_create(apps.get_model("policies", "Policy"))
+    registry_create(apps.get_model("policies", "Policy"), REGISTRY)
 
 
 def remove_registry(apps, schema_editor):
