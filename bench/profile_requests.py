@@ -206,11 +206,11 @@ def main() -> int:
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    from oo_ml.auth import service_token_get_or_create
+    from oo_ml.auth import service_token_create
 
     if connection.vendor != "postgresql":
         print("warning: not PostgreSQL; set DATABASE_URL to the bench database")
-    token = service_token_get_or_create(name="bench")
+    token = service_token_create(name="bench")
     client = Client(HTTP_AUTHORIZATION=f"Token {token}")
     rng = random.Random(1)
 

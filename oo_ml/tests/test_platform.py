@@ -3,28 +3,63 @@
 from __future__ import annotations
 
 import json
+import shutil
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from conftest import gunicorn_serving
+from conftest import celery_sending_to, gunicorn_serving
 from oo_ml.env import env
 
 
+@pytest.fixture
+def var_dir(tmp_path) -> Path:
+    """A var/ with the embedded broker's folders, as `make run` makes them."""
+    var = tmp_path / "var"
+    for folder in ("broker", "broker-processed", "broker-control"):
+        (var / folder).mkdir(parents=True)
+    return var
+
+
+@pytest.fixture
+def embedded_broker_in(var_dir):
+    """This process's Celery app on the embedded broker in ``var_dir``."""
+    options = {
+        "data_folder_in": str(var_dir / "broker"),
+        "data_folder_out": str(var_dir / "broker"),
+        "processed_folder": str(var_dir / "broker-processed"),
+        "control_folder": str(var_dir / "broker-control"),
+        "store_processed": False,
+    }
+    with celery_sending_to("filesystem://", "celery", options):
+        yield var_dir
+
+
 @pytest.mark.django_db
-def test_health_needs_no_token_and_reports_its_dependencies(anon):
+def test_health_needs_no_token_and_reports_its_dependencies(anon, embedded_broker_in):
     response = anon.get("/health")
     assert response.status_code == 200
     assert response.json() == {"ok": True, "database": True, "broker": True}
 
 
-def test_health_answers_503_when_the_database_is_unreachable():
+@pytest.mark.django_db
+def test_health_reports_a_broker_that_cannot_take_a_message(anon, embedded_broker_in):
+    shutil.rmtree(embedded_broker_in / "broker")
+    response = anon.get("/health")
+    assert response.status_code == 200  # the API still answers; runs cannot start
+    assert response.json() == {"ok": False, "database": True, "broker": False}
+
+
+def test_health_answers_503_when_the_database_is_unreachable(var_dir):
     # Nothing listens on port 1: a real server with a real dead database.
     dead_database = "postgres://postgres@127.0.0.1:1/nothing"
     with (
-        gunicorn_serving(dead_database, workers=1) as url,
+        gunicorn_serving(
+            dead_database, workers=1, env={"OO_ML_VAR_DIR": str(var_dir)}
+        ) as url,
         pytest.raises(urllib.error.HTTPError) as caught,
     ):
         urllib.request.urlopen(f"{url}/health", timeout=10)
