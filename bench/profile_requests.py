@@ -20,12 +20,15 @@ import json
 import os
 import pstats
 import random
+import secrets
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "oo_ml.settings")
+# A key of this run's own: the app refuses its built-in one with DEBUG off.
+os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
 os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,127.0.0.1")
 
 REWARDS = (-1, 0.1, 0.6, 1.0)
