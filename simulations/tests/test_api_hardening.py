@@ -38,8 +38,9 @@ def staff_token_api(staff_user) -> APIClient:
 def broker(monkeypatch) -> dict[str, list]:
     """What reaches the broker: the start's messages, then the fan-out's."""
     sent: dict[str, list] = {"fan_out": [], "chunks": []}
-    monkeypatch.setattr(tasks.run_fan_out, "delay", lambda *a: sent["fan_out"].append(a))
-    monkeypatch.setattr(tasks.run_chunk, "delay", lambda *a: sent["chunks"].append(a))
+    fan_out, chunks = sent["fan_out"], sent["chunks"]
+    monkeypatch.setattr(tasks.run_fan_out, "delay", lambda *a: fan_out.append(a))
+    monkeypatch.setattr(tasks.run_chunk, "delay", lambda *a: chunks.append(a))
     return sent
 
 
