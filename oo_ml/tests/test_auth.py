@@ -189,9 +189,7 @@ def test_the_counts_live_in_the_shared_database_cache(settings):
 def ops(settings):
     """A superuser "ops"; passwords hashed fast, as these tests try many."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    return get_user_model().objects.create_superuser(
-        "ops", password="a-long-password"
-    )
+    return get_user_model().objects.create_superuser("ops", password="a-long-password")
 
 
 def login(password: str, ip: str = "203.0.113.5", username: str = "ops"):

@@ -103,9 +103,7 @@ def test_who_is_refused(anon, api, method, route, body, action):
 
 
 @pytest.mark.parametrize(("method", "route", "body", "action"), ROUTES, ids=IDS)
-def test_staff_holding_the_actions_permissions_get_through(
-    method, route, body, action
-):
+def test_staff_holding_the_actions_permissions_get_through(method, route, body, action):
     allowed = account("allowed", staff=True, action=action)
     response = call(with_token(allowed), method, route, body)
     # Past the permission check: the action's own answer (a 404 for an unknown

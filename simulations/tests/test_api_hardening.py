@@ -173,12 +173,15 @@ def test_a_retry_with_the_same_key_answers_the_same_run(
     assert other.status_code == 409
     assert other.json()["field"] == "Idempotency-Key"
     # Another key, or none, is another run.
-    assert post(
-        staff_token_api,
-        BODY,
-        django_capture_on_commit_callbacks,
-        **{"Idempotency-Key": "start-7f3b"},
-    ).json()["id"] != first.json()["id"]
+    assert (
+        post(
+            staff_token_api,
+            BODY,
+            django_capture_on_commit_callbacks,
+            **{"Idempotency-Key": "start-7f3b"},
+        ).json()["id"]
+        != first.json()["id"]
+    )
     post(staff_token_api, BODY, django_capture_on_commit_callbacks)
     assert Run.objects.count() == 3
 
