@@ -39,7 +39,10 @@ SCORE_INPUT = ScoreInput()
 REWARD_INPUT = RewardInput()
 TOGGLE_INPUT = ToggleInput()
 
-ERRORS = {code: OpenApiResponse(ERROR) for code in (400, 401, 403, 404, 409, 413)}
+ERRORS = {
+    code: OpenApiResponse(ERROR)
+    for code in (400, 401, 403, 404, 409, 413, 415, 429, 503)
+}
 
 
 _rng: tuple[int, np.random.Generator] | None = None

@@ -56,7 +56,7 @@ class SimulationsApi(generics.ListAPIView):
                 "body) answers the run the first request started.",
             )
         ],
-        responses={202: RunDetailSerializer, **ERRORS, 503: ERRORS[409]},
+        responses={202: RunDetailSerializer, **ERRORS},
         description="Validates the run, records it with its chunks, and hands it "
         "to the workers (one task, which a worker fans out into one per chunk) "
         "once that is committed. Poll the run's `links.self` for progress and "
