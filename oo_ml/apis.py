@@ -7,7 +7,6 @@ from rest_framework.views import APIView
 
 from oo_ml.selectors import broker_reachable, database_reachable
 
-
 HEALTH = inline_serializer(
     "Health",
     {
