@@ -134,3 +134,19 @@ def test_env_fails_loudly_on_a_bad_value(monkeypatch, raw, default):
     monkeypatch.setenv("OO_ML_TEST_SETTING", raw)
     with pytest.raises(ImproperlyConfigured, match="OO_ML_TEST_SETTING"):
         env("OO_ML_TEST_SETTING", default)
+
+
+def test_a_body_the_view_did_not_read_is_read_before_the_answer_goes():
+    """A 401 or 403 answers before the body is parsed; unread input left in the
+    socket would make the server reset the connection as it closes it."""
+    from django.http import HttpResponseForbidden
+    from django.test import RequestFactory
+
+    from oo_ml.middleware import BodySizeLimitMiddleware
+
+    request = RequestFactory().post(
+        "/api/simulations", data=b"x" * 5000, content_type="application/json"
+    )
+    response = BodySizeLimitMiddleware(lambda r: HttpResponseForbidden())(request)
+    assert response.status_code == 403
+    assert request.read() == b""  # nothing left
