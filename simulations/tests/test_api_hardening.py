@@ -15,16 +15,7 @@ from oo_ml.auth import token_create
 from oo_ml.errors import InvalidInput
 from simulations import services, tasks
 from simulations.models import Run, RunChunk
-
-URL = "/api/simulations"
-BODY = {
-    "policies": ["egreedy-v1", "egreedy-v2"],
-    "judge": "rule",
-    "n_users": 7,
-    "n_rounds": 6,
-    "seed": 42,
-    "chunk_users": 3,
-}
+from simulations.tests.test_api import BODY, URL
 
 
 @pytest.fixture
