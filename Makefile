@@ -9,7 +9,9 @@ TEST_DATABASE_URL ?= $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/oo_
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install run test lint format bench
+FUZZ_STAMP := $(VENV)/.fuzz-stamp
+
+.PHONY: install run test lint format bench fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -39,3 +41,11 @@ format: install
 
 bench: install
 	VENV=$(VENV) bin/bench-load
+
+$(FUZZ_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,fuzz]"
+	touch $(FUZZ_STAMP)
+
+# schemathesis over the whole OpenAPI schema against a real server (bin/fuzz).
+fuzz: $(FUZZ_STAMP)
+	VENV=$(VENV) bin/fuzz

@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from rest_framework.test import APIClient
 
-from oo_ml.auth import service_token_get_or_create, token_cache_clear
+from oo_ml.auth import service_token_create, token_cache_clear
 
 ROOT = Path(__file__).resolve().parent
 
@@ -38,9 +39,13 @@ def _plain_static_storage(settings):
 
 @pytest.fixture(autouse=True)
 def _fresh_token_cache():
+    """No test inherits another's verified tokens, or its failed logins and
+    tokens (the tests' shared cache is this process's memory, test_settings)."""
     token_cache_clear()
+    cache.clear()
     yield
     token_cache_clear()
+    cache.clear()
 
 
 @pytest.fixture
@@ -54,7 +59,7 @@ def registry(db):
 
 @pytest.fixture
 def service_token(db) -> str:
-    return service_token_get_or_create(name="recommender")
+    return service_token_create(name="recommender")
 
 
 @pytest.fixture
@@ -100,13 +105,15 @@ def _database_url() -> str:
 
 
 @contextlib.contextmanager
-def gunicorn_serving(database_url: str, workers: int = 4):
-    """A real gunicorn on a free port, serving ``database_url`` over real HTTP."""
+def gunicorn_serving(database_url: str, workers: int = 4, env: dict | None = None):
+    """A real gunicorn on a free port, serving ``database_url`` over real HTTP
+    (``env``: more of its environment)."""
     port = _free_port()
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+        **(env or {}),
     }
     proc = subprocess.Popen(
         [
@@ -282,7 +289,10 @@ def celery_queue(transactional_db, registry) -> CeleryBroker:
     queue = f"oo_ml-test-{uuid.uuid4().hex[:12]}"
     with celery_sending_to(TEST_BROKER_URL, queue):
         yield CeleryBroker(
-            TEST_BROKER_URL, queue, {"CELERY_BROKER_URL": TEST_BROKER_URL}
+            TEST_BROKER_URL,
+            queue,
+            # The workers' own sends (a run's fan-out) go to this queue too.
+            {"CELERY_BROKER_URL": TEST_BROKER_URL, "CELERY_TASK_DEFAULT_QUEUE": queue},
         )
     _queue_delete(TEST_BROKER_URL, queue)
 

@@ -20,12 +20,15 @@ import json
 import os
 import pstats
 import random
+import secrets
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "oo_ml.settings")
+# A key of this run's own: the app refuses its built-in one with DEBUG off.
+os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
 os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,127.0.0.1")
 
 REWARDS = (-1, 0.1, 0.6, 1.0)
@@ -206,11 +209,11 @@ def main() -> int:
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    from oo_ml.auth import service_token_get_or_create
+    from oo_ml.auth import service_token_create
 
     if connection.vendor != "postgresql":
         print("warning: not PostgreSQL; set DATABASE_URL to the bench database")
-    token = service_token_get_or_create(name="bench")
+    token = service_token_create(name="bench")
     client = Client(HTTP_AUTHORIZATION=f"Token {token}")
     rng = random.Random(1)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import statistics
 import sys
 import time
@@ -48,6 +49,8 @@ def database_create(url: str) -> None:
 def django_setup(url: str) -> None:
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "oo_ml.settings")
+    # A key of this run's own: the app refuses its built-in one with DEBUG off.
+    os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
     sys.path.insert(0, str(ROOT))
     import django
 

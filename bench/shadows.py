@@ -9,11 +9,14 @@ other algorithms and dimensions, so N shadows cost what N real ones would.
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "oo_ml.settings")
+# A key of this run's own: the app refuses its built-in one with DEBUG off.
+os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
 
 import django  # noqa: E402
 

@@ -29,6 +29,7 @@ import contextlib
 import math
 import multiprocessing
 import os
+import secrets
 import signal
 import statistics
 import subprocess
@@ -63,6 +64,8 @@ def database_create(url: str) -> None:
 def django_setup(url: str, migrate: bool = False) -> None:
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "oo_ml.settings")
+    # A key of this run's own: the app refuses its built-in one with DEBUG off.
+    os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
     sys.path.insert(0, str(ROOT))
     import django
 

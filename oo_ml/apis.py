@@ -7,6 +7,17 @@ from rest_framework.views import APIView
 
 from oo_ml.selectors import broker_reachable, database_reachable
 
+HEALTH = inline_serializer(
+    "Health",
+    {
+        "ok": serializers.BooleanField(),
+        "database": serializers.BooleanField(),
+        "broker": serializers.BooleanField(
+            help_text="Whether the broker can take a message now."
+        ),
+    },
+)
+
 
 class HealthApi(APIView):
     """Liveness for load balancers: 503 when the database cannot be reached."""
@@ -14,16 +25,7 @@ class HealthApi(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
-    @extend_schema(
-        responses=inline_serializer(
-            "Health",
-            {
-                "ok": serializers.BooleanField(),
-                "database": serializers.BooleanField(),
-                "broker": serializers.BooleanField(),
-            },
-        )
-    )
+    @extend_schema(responses={200: HEALTH, 503: HEALTH})
     def get(self, request):
         database = database_reachable(connection)
         broker = broker_reachable()

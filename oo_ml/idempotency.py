@@ -17,6 +17,11 @@ from oo_ml.errors import Conflict
 
 M = TypeVar("M", bound=models.Model)
 
+# Event ids the platform makes itself: ``event:<uuid>`` is the reward an
+# accepted /events reaction implied (profiles.services.reward_event_id). A
+# caller's id may not start so, or it could forge or block that reward.
+RESERVED_EVENT_ID_PREFIXES = ("event:",)
+
 
 def fingerprint(**request: Any) -> str:
     """A digest of everything a request says, to tell a replay from a reuse."""

@@ -1,6 +1,7 @@
 """Reads about the platform itself: are its dependencies reachable."""
 
 import logging
+import os
 
 from django.db import DatabaseError
 
@@ -20,6 +21,16 @@ def database_reachable(connection) -> bool:
 
 
 def broker_reachable() -> bool:
+    """Whether the broker can take a message now. The embedded filesystem
+    broker always "connects": it can take one if its folder is there and
+    writable."""
+    conf = celery_app.conf
+    if str(conf.broker_url).startswith("filesystem"):
+        folder = (conf.broker_transport_options or {}).get("data_folder_out", ".")
+        if os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK):
+            return True
+        logger.warning("health: the broker folder %s is missing or read-only", folder)
+        return False
     try:
         with celery_app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=1)

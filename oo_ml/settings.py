@@ -4,6 +4,7 @@ With nothing set, the platform runs on a bare machine: an SQLite file and a
 filesystem Celery broker, both under ``var/``.
 """
 
+import datetime as dt
 from pathlib import Path
 
 import dj_database_url
@@ -15,9 +16,15 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env("OO_ML_VAR_DIR", str(BASE_DIR / "var")))
 
 DEBUG = env("DJANGO_DEBUG", False)
-SECRET_KEY = env(
-    "DJANGO_SECRET_KEY", "insecure-dev-key-set-DJANGO_SECRET_KEY-in-production"
-)
+# For a development machine only (DJANGO_DEBUG=true): never accepted with DEBUG off.
+DEVELOPMENT_SECRET_KEY = "insecure-dev-key-set-DJANGO_SECRET_KEY-in-production"
+SECRET_KEY = env("DJANGO_SECRET_KEY", DEVELOPMENT_SECRET_KEY)
+if not DEBUG and SECRET_KEY in (DEVELOPMENT_SECRET_KEY, ""):
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY is not set: with DEBUG off the built-in development key "
+        "is refused. Set DJANGO_SECRET_KEY to a long random value (`make run` keeps "
+        "one in var/secret-key), or DJANGO_DEBUG=true on a development machine."
+    )
 ALLOWED_HOSTS = env("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"], list)
 CSRF_TRUSTED_ORIGINS = env("DJANGO_CSRF_TRUSTED_ORIGINS", [], list)
 
@@ -30,9 +37,9 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
     "oo_ml",
     "policies",
     "profiles",
@@ -49,6 +56,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it answers a locked-out login.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "oo_ml.urls"
@@ -97,7 +106,35 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+def _cache(url: str) -> dict:
+    """The shared cache (failed-login and failed-token counters): every web
+    process, on every machine, must see the same counts. The database by
+    default, so it needs no server; Redis when OO_ML_CACHE_URL names one."""
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": url,
+        }
+    if url == "locmem://":  # one process only: tests, a single development server
+        return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    if url in ("", "db://"):
+        return {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "oo_ml_cache",  # created by oo_ml's migrations
+        }
+    raise ImproperlyConfigured(
+        f"OO_ML_CACHE_URL={url!r}: expected db://, redis://host:port/db or locmem://"
+    )
+
+
+CACHES = {"default": _cache(env("OO_ML_CACHE_URL", ""))}
+
+AUTHENTICATION_BACKENDS = [
+    # First, so a locked-out login is refused before its password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -119,12 +156,42 @@ STORAGES = {
     },
 }
 
+# Behind TLS (README, "Production"): each is off by default, so plain HTTP on
+# 127.0.0.1 (tests, benchmarks, make run) keeps working.
+SECURE_SSL_REDIRECT = env("DJANGO_SECURE_SSL_REDIRECT", False)
+SECURE_REDIRECT_EXEMPT = [r"^health$"]  # load balancers probe it over plain HTTP
+_PROXY_SSL_HEADER = env("DJANGO_SECURE_PROXY_SSL_HEADER", "")  # e.g. X-Forwarded-Proto
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + _PROXY_SSL_HEADER.upper().replace("-", "_"), "https")
+    if _PROXY_SSL_HEADER
+    else None
+)
+SECURE_HSTS_SECONDS = env("DJANGO_SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env("DJANGO_SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = env("DJANGO_SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env("DJANGO_CSRF_COOKIE_SECURE", False)
+
 # Request bodies over this answer 413 before any view runs (SPEC section 5).
 MAX_BODY_BYTES = env("OO_ML_MAX_BODY_BYTES", 64 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_BODY_BYTES
 MAX_CANDIDATES = env("OO_ML_MAX_CANDIDATES", 100)
 # A service token is re-checked against the database at most this often per process.
 TOKEN_CACHE_SECONDS = env("OO_ML_TOKEN_CACHE_SECONDS", 30.0)
+# Proxies in front of the app that append the client's address to
+# X-Forwarded-For; 0 means clients connect directly (REMOTE_ADDR is theirs).
+TRUSTED_PROXIES = env("OO_ML_TRUSTED_PROXIES", 0)
+# Brute force: an address with this many failed token authentications within
+# the window is answered 429 for the rest of it (counted in the shared cache).
+TOKEN_FAILURE_LIMIT = env("OO_ML_TOKEN_FAILURE_LIMIT", 20)
+TOKEN_FAILURE_WINDOW_SECONDS = env("OO_ML_TOKEN_FAILURE_WINDOW_SECONDS", 600)
+# Admin logins (django-axes): a username is locked out from an address after this
+# many failures, until that many seconds pass without another failure.
+AXES_FAILURE_LIMIT = env("OO_ML_LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = dt.timedelta(seconds=env("OO_ML_LOGIN_LOCKOUT_SECONDS", 900))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "oo_ml.auth.client_ip"
 HISTORY_LIMIT = 100
 # A stored profile older than this is recomputed when read (SPEC section 6).
 PROFILE_TTL_SECONDS = env("OO_ML_PROFILE_TTL_SECONDS", 900)
@@ -179,11 +246,16 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
     if CELERY_BROKER_URL.startswith("filesystem")
     else {}
 )
+# Where tasks are sent, workers' own sends included (a run's fan-out).
+CELERY_TASK_DEFAULT_QUEUE = env("CELERY_TASK_DEFAULT_QUEUE", "celery")
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env("CELERY_TASK_TIME_LIMIT", 1800)
 CELERY_TASK_SOFT_TIME_LIMIT = env("CELERY_TASK_SOFT_TIME_LIMIT", 1700)
+# A run has at most this many chunks: its start sends one task, which a worker
+# fans out into one task per chunk.
+SIMULATION_MAX_CHUNKS = env("OO_ML_SIMULATION_MAX_CHUNKS", 1000)
 # One simulation chunk's hard limit (seconds); its soft limit is 30 s less. A run
 # that has completed no chunk for this long has its pending chunks sent again.
 SIMULATION_CHUNK_TIME_LIMIT = env("OO_ML_SIMULATION_CHUNK_TIME_LIMIT", 600)

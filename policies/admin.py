@@ -19,6 +19,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from oo_ml.errors import DomainError
+from oo_ml.permissions import POLICY_CHANGE, POLICY_VIEW, USER_RESET, staff_may
 from policies import bandits, selectors, services
 from policies.models import (
     BanditState,
@@ -109,7 +110,7 @@ def _why(decisions) -> str:
 
 def control_room(request: HttpRequest) -> TemplateResponse:
     """Every policy at a glance, its shadow switch, and the latest changes."""
-    if not request.user.has_perm("policies.view_policy"):
+    if not staff_may(request.user, POLICY_VIEW):
         raise PermissionDenied
     activity = selectors.policy_activity(since=timezone.now() - timedelta(days=1))
     context = {
@@ -125,7 +126,7 @@ def control_room(request: HttpRequest) -> TemplateResponse:
 
 
 def _can_toggle(request: HttpRequest) -> bool:
-    return request.user.has_perm("policies.change_policy")
+    return staff_may(request.user, POLICY_CHANGE)
 
 
 @admin.register(Policy)
@@ -346,7 +347,7 @@ class BanditStateAdmin(ReadOnlyAdmin):
     def reset_view(self, request: HttpRequest, object_id: str):
         """The same reset as POST /reset/<user_id>: every policy, recorded."""
         state = self.object_or_404(request, object_id)
-        if not request.user.has_perm("policies.delete_banditstate"):
+        if not staff_may(request.user, USER_RESET):
             raise PermissionDenied
         try:
             result = services.user_reset(user_id=state.user_id, actor=request.user)
@@ -363,7 +364,7 @@ class BanditStateAdmin(ReadOnlyAdmin):
         )
 
     def render_change_form(self, request, context, *args, **kwargs):
-        context["can_reset"] = request.user.has_perm("policies.delete_banditstate")
+        context["can_reset"] = staff_may(request.user, USER_RESET)
         return super().render_change_form(request, context, *args, **kwargs)
 
     @admin.display(description="Weights θ = A⁻¹b")

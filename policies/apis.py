@@ -8,11 +8,11 @@ import os
 import numpy as np
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.permissions import BasePermission, IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from oo_ml.negotiation import JsonOnlyNegotiation
+from oo_ml.permissions import POLICY_CHANGE, POLICY_VIEW, USER_RESET, StaffMay
 from policies import selectors, services
 from policies.serializers import (
     DecisionOutputSerializer,
@@ -41,7 +41,10 @@ REWARD_INPUT = RewardInput()
 TOGGLE_INPUT = ToggleInput()
 LEARNING_INPUT = LearningInput()
 
-ERRORS = {code: OpenApiResponse(ERROR) for code in (400, 401, 403, 404, 409, 413)}
+ERRORS = {
+    code: OpenApiResponse(ERROR)
+    for code in (400, 401, 403, 404, 409, 413, 415, 429, 503)
+}
 
 
 _rng: tuple[int, np.random.Generator] | None = None
@@ -58,15 +61,6 @@ def request_rng() -> np.random.Generator:
     if _rng is None or _rng[0] != os.getpid():
         _rng = (os.getpid(), np.random.default_rng())
     return _rng[1]
-
-
-class StaffWithPermission(BasePermission):
-    """Staff holding ``view.permission``: what the admin's button for the same
-    action asks, so the API is no back door around it."""
-
-    def has_permission(self, request, view) -> bool:
-        user = request.user
-        return bool(user and user.is_staff and user.has_perm(view.permission))
 
 
 class JsonApi(APIView):
@@ -177,8 +171,8 @@ class HistoryApi(JsonApi):
 
 
 class ResetApi(JsonApi):
-    permission_classes = [StaffWithPermission]
-    permission = "policies.delete_banditstate"
+    permission_classes = [StaffMay]
+    actions_by_method = {"POST": USER_RESET}
 
     @extend_schema(
         request=None,
@@ -208,7 +202,8 @@ class ResetApi(JsonApi):
 class AdminPoliciesApi(JsonApi):
     """Every policy, for staff (SPEC §7's control room over REST)."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [StaffMay]
+    actions_by_method = {"GET": POLICY_VIEW}
 
     @extend_schema(
         responses={
@@ -226,8 +221,8 @@ class AdminPoliciesApi(JsonApi):
 class AdminPolicyToggleApi(JsonApi):
     """Turn a shadow on or off; an empty body flips it. Recorded in its history."""
 
-    permission_classes = [StaffWithPermission]
-    permission = "policies.change_policy"
+    permission_classes = [StaffMay]
+    actions_by_method = {"POST": POLICY_CHANGE}
 
     @extend_schema(
         request=record_serializer("ToggleInput", ToggleInput),
@@ -267,8 +262,8 @@ class AdminPolicyPromoteApi(JsonApi):
     policy, or when it did worse there.
     """
 
-    permission_classes = [StaffWithPermission]
-    permission = "policies.change_policy"
+    permission_classes = [StaffMay]
+    actions_by_method = {"POST": POLICY_CHANGE}
 
     @extend_schema(request=None, responses={200: PolicyOutputSerializer, **ERRORS})
     def post(self, request, name: str):
@@ -283,8 +278,8 @@ class AdminPolicyPromoteApi(JsonApi):
 class AdminPolicyRollbackApi(JsonApi):
     """Undo the latest promotion: the previous active policy is active again."""
 
-    permission_classes = [StaffWithPermission]
-    permission = "policies.change_policy"
+    permission_classes = [StaffMay]
+    actions_by_method = {"POST": POLICY_CHANGE}
 
     @extend_schema(request=None, responses={200: PolicyOutputSerializer, **ERRORS})
     def post(self, request):

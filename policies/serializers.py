@@ -16,6 +16,7 @@ from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 
+from oo_ml.idempotency import RESERVED_EVENT_ID_PREFIXES
 from policies import bandits
 from profiles import features as profile_features
 
@@ -111,6 +112,22 @@ class IdField(serializers.CharField):
         if isinstance(data, bool) or not isinstance(data, (str, int)):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class CallerEventIdField(IdField):
+    """A caller's event id: not in a namespace the platform keeps for its own."""
+
+    default_error_messages = {
+        "reserved": "Event ids starting with {prefix!r} are reserved for the "
+        "platform's own use.",
+    }
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        for prefix in RESERVED_EVENT_ID_PREFIXES:
+            if value.startswith(prefix):
+                self.fail("reserved", prefix=prefix)
+        return value
 
 
 class StrictUUIDField(serializers.UUIDField):
@@ -272,7 +289,7 @@ class RewardInput(RecordField):
         "day_of_week": day_field(required=False),
         "profile_features": ProfileFeaturesField(required=False, allow_null=True),
         "decision_id": StrictUUIDField(required=False, allow_null=True),
-        "event_id": IdField(required=False, allow_null=True),
+        "event_id": CallerEventIdField(required=False, allow_null=True),
     }
     required_items = _required(items)
     defaults = {

@@ -1,7 +1,7 @@
 """Admin for simulations. ``/admin/simulations/`` starts runs and lists them with
 live progress; each run's page (the Run admin's change view) shows its results.
 Runs change only through the services: here, as in the API, a start is
-``run_create`` then ``run_start``, and nothing of a run can be edited.
+``run_launch``, and nothing of a run can be edited.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from django.contrib.admin.helpers import AdminForm
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.http import HttpRequest, HttpResponseRedirect, JsonResponse, QueryDict
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
 from oo_ml.errors import DomainError, error_body
+from oo_ml.permissions import RUN_START, RUN_VIEW, staff_may
 from policies.admin import ReadOnlyAdmin
 from policies.models import Role
 from policies.selectors import policy_list
@@ -50,11 +50,11 @@ REACTIONS = ("done", "snoozed", "dismissed")
 
 
 def _can_view(request: HttpRequest) -> bool:
-    return request.user.has_perm("simulations.view_run")
+    return staff_may(request.user, RUN_VIEW)
 
 
 def _can_start(request: HttpRequest) -> bool:
-    return request.user.has_perm("simulations.add_run")
+    return staff_may(request.user, RUN_START)
 
 
 # --- what a row of the list, the JSON poll and the run page show --------------
@@ -113,13 +113,12 @@ def _initial(query: QueryDict) -> dict:
 
 
 def _start(request: HttpRequest, form: RunStartForm) -> Run | None:
-    """The API's start: run_create, then run_start once it is in. The service's
-    complaints go back on the field they name."""
+    """The API's start (``run_launch``). The service's complaints go back on
+    the field they name."""
     arguments = {k: v for k, v in form.cleaned_data.items() if v is not None}
     try:
-        with transaction.atomic():
-            run = services.run_create(**arguments, actor=request.user)
-            return services.run_start(run_id=run.id)
+        run, _ = services.run_launch(**arguments, actor=request.user)
+        return run
     except DomainError as error:
         field = error.field if error.field in form.fields else None
         detail = error.detail

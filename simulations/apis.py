@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import uuid
 
-from django.db import transaction
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 
 from oo_ml.errors import InvalidInput
 from oo_ml.negotiation import JsonOnlyNegotiation
+from oo_ml.permissions import RUN_START, RUN_VIEW, StaffMay
 from policies.apis import ERRORS, JsonApi
 from simulations import selectors, services
 from simulations.serializers import (
@@ -33,7 +32,8 @@ class SimulationsApi(generics.ListAPIView):
     """Runs, newest first (GET); start one on the Celery workers (POST)."""
 
     content_negotiation_class = JsonOnlyNegotiation
-    permission_classes = [IsAdminUser]
+    permission_classes = [StaffMay]
+    actions_by_method = {"GET": RUN_VIEW, "POST": RUN_START}
     pagination_class = RunPagination
     serializer_class = RunSerializer
 
@@ -46,16 +46,29 @@ class SimulationsApi(generics.ListAPIView):
 
     @extend_schema(
         request=RUN_INPUT_SCHEMA,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                description="Any text up to 200 printable ASCII characters: a "
+                "retry with the same key (by the same account, with the same "
+                "body) answers the run the first request started.",
+            )
+        ],
         responses={202: RunDetailSerializer, **ERRORS},
-        description="Validates the run, records it with its chunks, and hands "
-        "one task per chunk to the workers once that is committed. Poll the "
-        "run's `links.self` for progress and results.",
+        description="Validates the run, records it with its chunks, and hands it "
+        "to the workers (one task, which a worker fans out into one per chunk) "
+        "once that is committed. Poll the run's `links.self` for progress and "
+        "results. 503 when the broker cannot take it: nothing is kept.",
     )
     def post(self, request, *args, **kwargs):
         arguments = run_input(request.data)
-        with transaction.atomic():
-            run = services.run_create(**arguments, actor=request.user)
-            run = services.run_start(run_id=run.id)
+        run, _ = services.run_launch(
+            **arguments,
+            actor=request.user,
+            idempotency_key=request.headers.get("Idempotency-Key"),
+        )
         body = RunDetailSerializer(run).data
         return Response(body, status=202, headers={"Location": body["links"]["self"]})
 
@@ -63,7 +76,8 @@ class SimulationsApi(generics.ListAPIView):
 class SimulationApi(JsonApi):
     """One run: status, progress, timings, error, and results once finished."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [StaffMay]
+    actions_by_method = {"GET": RUN_VIEW}
 
     @extend_schema(responses={200: RunDetailSerializer, **ERRORS})
     def get(self, request, run_id: str):

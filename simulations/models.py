@@ -65,10 +65,20 @@ class Run(TimeStampedModel):
     summary_seconds = models.FloatField(null=True, blank=True)
     error = models.TextField(blank=True)
     summary = models.JSONField(null=True, blank=True)
+    # POST /api/simulations's Idempotency-Key: a retry answers this run.
+    idempotency_key = models.CharField(max_length=200, blank=True, default="")
+    idempotency_fingerprint = models.CharField(
+        max_length=64, blank=True, help_text="Digest of the request that made it."
+    )
 
     class Meta:
         ordering = ["-created_at"]
         constraints = [
+            models.UniqueConstraint(
+                fields=["created_by", "idempotency_key"],
+                condition=~Q(idempotency_key=""),
+                name="one_run_per_idempotency_key",
+            ),
             models.CheckConstraint(
                 condition=Q(status__in=RunStatus.values), name="run_status_known"
             ),

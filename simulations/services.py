@@ -4,8 +4,9 @@ A run is split into chunks of users. ``run_chunk_execute`` simulates one chunk
 and writes its events together with marking it done, in one transaction, so a
 chunk is all or nothing; a chunk already done is skipped. That makes chunks safe
 to run again after a crash. ``run_execute`` runs them all in this process;
-``run_start`` sends one Celery task per chunk (``run_chunk_work`` on a worker),
-and ``runs_resume_stalled`` sends again those a broker lost.
+``run_start`` sends one Celery task that a worker fans out into one task per
+chunk (``run_chunks_send``, then ``run_chunk_work`` on the workers), and
+``runs_resume_stalled`` sends again those a broker lost.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from oo_ml.errors import Conflict, InvalidInput
+from oo_ml.errors import Conflict, InvalidInput, Unavailable
+from oo_ml.idempotency import fingerprint
 from policies.models import Policy
 from profiles import inference
 from simulations import engine
@@ -45,6 +47,7 @@ MAX_CHUNK_USERS = 50_000
 # A chunk's world is about 10 floats per (user, round, candidate): bound its memory.
 MAX_CHUNK_CELLS = 20_000_000
 BULK_BATCH = 5_000  # rows per INSERT where there is no COPY
+IDEMPOTENCY_KEY_MAX = 200
 
 
 # --- creating a run -----------------------------------------------------------
@@ -61,7 +64,20 @@ def _positive_int(name: str, value, *, maximum: int, minimum: int = 1) -> int:
     return value
 
 
-def _policy_specs(names) -> list[dict]:
+def _text(name: str, value: str, *, maximum: int) -> str:
+    """A name that can be looked up: no NUL (the database cannot hold one: it
+    would be a 500), and no longer than the column it is compared with."""
+    if "\x00" in value:
+        raise InvalidInput(f"{name} must not contain a NUL character.", field=name)
+    if not 1 <= len(value) <= maximum:
+        raise InvalidInput(
+            f"{name} must be 1 to {maximum} characters, not {len(value):,}.",
+            field=name,
+        )
+    return value
+
+
+def _policy_names(names) -> list[str]:
     if (
         isinstance(names, str)
         or not isinstance(names, Sequence)
@@ -73,8 +89,15 @@ def _policy_specs(names) -> list[dict]:
             f"A run compares 1 to {MAX_POLICIES} policies, not {len(names)}.",
             field="policies",
         )
+    maximum = Policy._meta.get_field("name").max_length
+    for name in names:
+        _text("policies", name, maximum=maximum)
     if len(set(names)) != len(names):
         raise InvalidInput("A policy is named twice.", field="policies")
+    return list(names)
+
+
+def _policy_specs(names: list[str]) -> list[dict]:
     found = {p.name: p for p in Policy.objects.filter(name__in=names)}
     missing = [n for n in names if n not in found]
     if missing:
@@ -96,15 +119,19 @@ def run_create(
     actor_name: str | None = None,
     n_candidates: int = 5,
     chunk_users: int = DEFAULT_CHUNK_USERS,
+    idempotency_key: str = "",
+    idempotency_fingerprint: str = "",
 ) -> Run:
     """Validate and record a run and its chunks, queued. Nothing runs yet.
 
-    The policies' algorithm, dimension and parameters are copied into the run,
-    so it replays what the registry said when it was created. ``actor_name``
-    names who started it when there is no account (a command line).
+    Every value is checked before any query. The policies' algorithm, dimension
+    and parameters are copied into the run, so it replays what the registry
+    said when it was created. ``actor_name`` names who started it when there
+    is no account (a command line). ``idempotency_key`` is stored with the run
+    (unique per account) with the digest of the request that made it.
     """
-    specs = _policy_specs(policies)
-    if judge not in JUDGES:
+    policies = _policy_names(policies)
+    if not isinstance(judge, str) or judge not in JUDGES:
         raise InvalidInput(
             f"No judge named {judge!r}: one of {', '.join(sorted(JUDGES))}.",
             field="judge",
@@ -125,6 +152,15 @@ def run_create(
             field="chunk_users",
         )
     chunks = math.ceil(n_users / chunk_users)
+    max_chunks = settings.SIMULATION_MAX_CHUNKS
+    if chunks > max_chunks:
+        raise InvalidInput(
+            f"{n_users:,} users in chunks of {chunk_users:,} is {chunks:,} chunks; "
+            f"a run has at most {max_chunks:,}: use at least "
+            f"{math.ceil(n_users / max_chunks):,} users per chunk.",
+            field="chunk_users",
+        )
+    specs = _policy_specs(policies)
     if actor is not None and actor.pk:
         name = actor.get_username()
     else:
@@ -141,6 +177,8 @@ def run_create(
         created_by=actor,
         created_by_name=name,
         chunks_total=chunks,
+        idempotency_key=idempotency_key,
+        idempotency_fingerprint=idempotency_fingerprint,
     )
     RunChunk.objects.bulk_create(
         RunChunk(
@@ -370,34 +408,126 @@ def run_finish(*, run_id: uuid.UUID) -> Run:
     return run_get(run_id=run.pk)
 
 
+def _chunk_tasks_send(chunks: Sequence[tuple[uuid.UUID, int]]) -> None:
+    from simulations import tasks  # tasks import this module
+
+    for run_id, index in chunks:
+        tasks.run_chunk.delay(str(run_id), index)
+
+
 def _chunks_send(chunks: Sequence[tuple[uuid.UUID, int]]) -> None:
     """Send one task per (run id, chunk index) once the transaction commits, so a
     worker never looks for a run, or a sending time, that is not there yet."""
+    transaction.on_commit(lambda: _chunk_tasks_send(chunks))
+
+
+class BrokerUnavailable(Unavailable):
+    code = "broker_unavailable"
+
+
+def _fan_out_send(run_id: uuid.UUID) -> None:
+    """Hand the run's fan-out task to the broker. If the broker cannot take it,
+    the run, which nothing has started, is deleted, so the caller's retry (with
+    the same Idempotency-Key, say) starts it afresh, and the caller hears 503."""
     from simulations import tasks  # tasks import this module
 
-    def send() -> None:
-        for run_id, index in chunks:
-            tasks.run_chunk.delay(str(run_id), index)
-
-    transaction.on_commit(send)
+    try:
+        tasks.run_fan_out.delay(str(run_id))
+    except Exception as error:  # any failure to send: nothing was started
+        logger.warning("simulation run %s: the broker refused it", run_id, exc_info=1)
+        Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).delete()
+        raise BrokerUnavailable(
+            "The task broker cannot take the run now, so nothing was started: "
+            "retry shortly."
+        ) from error
 
 
 @transaction.atomic
 def run_start(*, run_id: uuid.UUID) -> Run:
-    """Hand a queued run to the Celery workers: one task per chunk not done.
+    """Hand a queued run to the Celery workers: one task, sent once the caller's
+    transaction commits, that a worker fans out into one task per chunk not done
+    (``run_chunks_send``). A start costs one message whatever the run's size.
 
     Each chunk records when its task was sent (``sent_at``), which is what
-    ``runs_resume_stalled`` goes by. The tasks are sent once the caller's
-    transaction commits.
+    ``runs_resume_stalled`` goes by: set here already, so a fan-out task the
+    broker loses is covered by the sweep as a lost chunk task is.
     """
     run = run_get(run_id=run_id)
     if run.status != RunStatus.QUEUED:
         raise Conflict(f"Run {run.id} is {run.status}, not queued.", field="id")
+    run.chunks.filter(status=ChunkStatus.PENDING).update(sent_at=timezone.now())
+    transaction.on_commit(lambda: _fan_out_send(run.id))
+    return run
+
+
+def run_chunks_send(*, run_id: uuid.UUID | str) -> int:
+    """A worker's fan-out: send one task per chunk of the run still pending, now;
+    answers how many. A run that ended sends nothing; a second fan-out (a
+    redelivered task) sends the pending chunks again, which their idempotence
+    makes harmless."""
+    run = run_get(run_id=run_id)
+    if run.status not in (RunStatus.QUEUED, RunStatus.RUNNING):
+        return 0
     pending = run.chunks.filter(status=ChunkStatus.PENDING)
     indexes = list(pending.values_list("index", flat=True))
     pending.update(sent_at=timezone.now())
-    _chunks_send([(run.id, index) for index in indexes])
-    return run
+    _chunk_tasks_send([(run.id, index) for index in indexes])
+    return len(indexes)
+
+
+def _idempotency_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    key = _text("Idempotency-Key", key, maximum=IDEMPOTENCY_KEY_MAX)
+    if not key.isprintable() or not key.isascii():
+        raise InvalidInput(
+            "Idempotency-Key must be printable ASCII.", field="Idempotency-Key"
+        )
+    return key
+
+
+def run_launch(
+    *, actor: AbstractBaseUser, idempotency_key: str | None = None, **arguments
+) -> tuple[Run, bool]:
+    """Create a run and hand it to the workers, as the API and the admin start
+    one; answers (the run, whether it was created now).
+
+    With ``idempotency_key``, a retry of the same request by the same account
+    answers the run the first made (created False), and the key used for a
+    different request is a Conflict. If the broker cannot take the run, nothing
+    is kept and it raises ``BrokerUnavailable``.
+    """
+    key = _idempotency_key(idempotency_key)
+    digest = fingerprint(**arguments) if key else ""
+    if key:
+        previous = _run_for_key(actor=actor, key=key, digest=digest)
+        if previous is not None:
+            return previous, False
+    try:
+        with transaction.atomic():
+            run = run_create(
+                **arguments,
+                actor=actor,
+                idempotency_key=key or "",
+                idempotency_fingerprint=digest,
+            )
+            run = run_start(run_id=run.id)
+    except IntegrityError:  # the same key, at the same moment, from a retry
+        previous = _run_for_key(actor=actor, key=key, digest=digest) if key else None
+        if previous is None:
+            raise
+        return previous, False
+    return run, True
+
+
+def _run_for_key(*, actor: AbstractBaseUser, key: str, digest: str) -> Run | None:
+    previous = Run.objects.filter(created_by=actor, idempotency_key=key).first()
+    if previous is not None and previous.idempotency_fingerprint != digest:
+        raise Conflict(
+            f"Idempotency-Key {key!r} was already used for another run.",
+            field="Idempotency-Key",
+        )
+    return previous
 
 
 @transaction.atomic

@@ -1,9 +1,11 @@
 """Celery tasks for simulation runs: thin, by id, idempotent (STYLE habit 5).
 
-A run is one task per chunk. A chunk already done is skipped, so a redelivered
-or duplicated message writes nothing twice; the worker that completes the last
-chunk writes the summary. ``resume_stalled``, on beat's schedule, sends again
-the chunks a broker without redelivery lost with a killed worker.
+A run starts as one task that fans out into one task per chunk, so starting
+one costs a request one message whatever its size. A chunk already done is
+skipped, so a redelivered or duplicated message writes nothing twice; the
+worker that completes the last chunk writes the summary. ``resume_stalled``, on
+beat's schedule, sends again the chunks a broker without redelivery lost with a
+killed worker.
 """
 
 from __future__ import annotations
@@ -23,6 +25,18 @@ from simulations import services
 )
 def run_chunk(run_id: str, chunk_index: int) -> None:
     services.run_chunk_work(run_id=run_id, chunk_index=chunk_index)
+
+
+@shared_task(
+    name="simulations.run_fan_out",
+    acks_late=True,  # idempotent: chunks sent twice are skipped once done
+    time_limit=300,
+    soft_time_limit=270,
+    ignore_result=True,
+)
+def run_fan_out(run_id: str) -> int:
+    """Send one task per pending chunk of a run just started; answers how many."""
+    return services.run_chunks_send(run_id=run_id)
 
 
 @shared_task(

@@ -3,28 +3,63 @@
 from __future__ import annotations
 
 import json
+import shutil
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from conftest import gunicorn_serving
+from conftest import celery_sending_to, gunicorn_serving
 from oo_ml.env import env
 
 
+@pytest.fixture
+def var_dir(tmp_path) -> Path:
+    """A var/ with the embedded broker's folders, as `make run` makes them."""
+    var = tmp_path / "var"
+    for folder in ("broker", "broker-processed", "broker-control"):
+        (var / folder).mkdir(parents=True)
+    return var
+
+
+@pytest.fixture
+def embedded_broker_in(var_dir):
+    """This process's Celery app on the embedded broker in ``var_dir``."""
+    options = {
+        "data_folder_in": str(var_dir / "broker"),
+        "data_folder_out": str(var_dir / "broker"),
+        "processed_folder": str(var_dir / "broker-processed"),
+        "control_folder": str(var_dir / "broker-control"),
+        "store_processed": False,
+    }
+    with celery_sending_to("filesystem://", "celery", options):
+        yield var_dir
+
+
 @pytest.mark.django_db
-def test_health_needs_no_token_and_reports_its_dependencies(anon):
+def test_health_needs_no_token_and_reports_its_dependencies(anon, embedded_broker_in):
     response = anon.get("/health")
     assert response.status_code == 200
     assert response.json() == {"ok": True, "database": True, "broker": True}
 
 
-def test_health_answers_503_when_the_database_is_unreachable():
+@pytest.mark.django_db
+def test_health_reports_a_broker_that_cannot_take_a_message(anon, embedded_broker_in):
+    shutil.rmtree(embedded_broker_in / "broker")
+    response = anon.get("/health")
+    assert response.status_code == 200  # the API still answers; runs cannot start
+    assert response.json() == {"ok": False, "database": True, "broker": False}
+
+
+def test_health_answers_503_when_the_database_is_unreachable(var_dir):
     # Nothing listens on port 1: a real server with a real dead database.
     dead_database = "postgres://postgres@127.0.0.1:1/nothing"
     with (
-        gunicorn_serving(dead_database, workers=1) as url,
+        gunicorn_serving(
+            dead_database, workers=1, env={"OO_ML_VAR_DIR": str(var_dir)}
+        ) as url,
         pytest.raises(urllib.error.HTTPError) as caught,
     ):
         urllib.request.urlopen(f"{url}/health", timeout=10)
@@ -99,3 +134,19 @@ def test_env_fails_loudly_on_a_bad_value(monkeypatch, raw, default):
     monkeypatch.setenv("OO_ML_TEST_SETTING", raw)
     with pytest.raises(ImproperlyConfigured, match="OO_ML_TEST_SETTING"):
         env("OO_ML_TEST_SETTING", default)
+
+
+def test_a_body_the_view_did_not_read_is_read_before_the_answer_goes():
+    """A 401 or 403 answers before the body is parsed; unread input left in the
+    socket would make the server reset the connection as it closes it."""
+    from django.http import HttpResponseForbidden
+    from django.test import RequestFactory
+
+    from oo_ml.middleware import BodySizeLimitMiddleware
+
+    request = RequestFactory().post(
+        "/api/simulations", data=b"x" * 5000, content_type="application/json"
+    )
+    response = BodySizeLimitMiddleware(lambda r: HttpResponseForbidden())(request)
+    assert response.status_code == 403
+    assert request.read() == b""  # nothing left

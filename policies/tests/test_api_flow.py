@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
 
+from oo_ml.auth import token_cache_clear
 from policies import bandits
 from policies.models import BanditState, Decision, Policy, Reward
 from policies.selectors import _SCORING_ACTIVE_AND_SHADOWS_SQL
@@ -356,24 +359,41 @@ def test_reward_costs_a_fixed_number_of_queries(api):
 
 
 @pytest.mark.django_db
-def test_service_token_creates_once_and_prints_the_token_last(capsys):
+def test_service_token_reuses_the_account_and_prints_a_new_token_last(capsys):
+    from oo_ml.models import ApiToken
+
     call_command("service_token", "recommender")
     first = capsys.readouterr().out.strip().splitlines()[-1]
     call_command("service_token", "recommender")
     second = capsys.readouterr().out.strip().splitlines()[-1]
 
-    assert first == second
-    assert len(first) == 40 and all(c in "0123456789abcdef" for c in first)
+    assert first != second and len(first) >= 40
+    assert get_user_model().objects.filter(username="recommender").count() == 1
+    for token in (first, second):  # the earlier one keeps working
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+        assert client.get("/features/u1").status_code != 401
+
+    call_command("service_token", "recommender", "--replace")
+    third = capsys.readouterr().out.strip().splitlines()[-1]
+    assert ApiToken.objects.count() == 1
+    token_cache_clear()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {first}")
+    assert client.get("/features/u1").status_code == 401
+    client.credentials(HTTP_AUTHORIZATION=f"Token {third}")
+    assert client.get("/features/u1").status_code != 401
 
 
 @pytest.mark.django_db
 def test_service_token_refuses_a_staff_account(staff_user):
     from django.core.management.base import CommandError
-    from rest_framework.authtoken.models import Token
+
+    from oo_ml.models import ApiToken
 
     with pytest.raises(CommandError, match="staff account"):
         call_command("service_token", staff_user.username)
-    assert not Token.objects.filter(user=staff_user).exists()
+    assert not ApiToken.objects.filter(user=staff_user).exists()
 
 
 @pytest.mark.django_db

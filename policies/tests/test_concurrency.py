@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from django.db import connection
 
-from oo_ml.auth import service_token_get_or_create
+from oo_ml.auth import service_token_create
 from policies import bandits, services
 from policies.models import BanditState, Policy, Reward
 from policies.services import reward_apply
@@ -94,7 +94,7 @@ def test_threads_applying_rewards_to_one_new_user_lose_nothing(registry):
 
 @pytest.mark.django_db(transaction=True)
 def test_500_concurrent_rewards_over_http_to_gunicorn_all_applied(gunicorn_url):
-    token = service_token_get_or_create(name="recommender")
+    token = service_token_create(name="recommender")
     work = _work(500)
 
     def post(w: dict) -> int:

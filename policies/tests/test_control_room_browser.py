@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import expect
 from rest_framework.test import APIClient
 
-from oo_ml.auth import service_token_get_or_create
+from oo_ml.auth import service_token_create
 from policies.models import BanditState, ChangeAction, Decision, Policy, PolicyChange
 
 pytestmark = pytest.mark.usefixtures("registry")
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("registry")
 
 def _score_and_reward(user_id: str) -> None:
     api = APIClient()
-    token = service_token_get_or_create(name="recommender")
+    token = service_token_create(name="recommender")
     api.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     for _ in range(3):
         decision = api.post(

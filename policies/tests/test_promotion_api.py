@@ -18,13 +18,12 @@ ROLLBACK = "/api/admin/policies/rollback"
 
 @pytest.fixture
 def staff_token_api(staff_user):
-    from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
+    from oo_ml.auth import token_create
+
     client = APIClient()
-    client.credentials(
-        HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=staff_user).key}"
-    )
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_create(user=staff_user)}")
     return client
 
 

@@ -58,6 +58,8 @@ def staff(client, staff_user) -> Client:
 def sent(monkeypatch) -> list[tuple]:
     messages: list[tuple] = []
     monkeypatch.setattr(tasks.run_chunk, "delay", lambda *args: messages.append(args))
+    # A worker fans the start out into the chunks' tasks: here, at once.
+    monkeypatch.setattr(tasks.run_fan_out, "delay", tasks.run_fan_out)
     return messages
 
 

@@ -33,6 +33,8 @@ def broker(monkeypatch) -> list[tuple]:
             messages.append(args)
 
     monkeypatch.setattr(tasks.run_chunk, "delay", send)
+    # A worker fans the start out into the chunks' tasks: here, at once.
+    monkeypatch.setattr(tasks.run_fan_out, "delay", tasks.run_fan_out)
     return messages
 
 

@@ -9,9 +9,9 @@ import uuid
 
 import pytest
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from oo_ml.auth import token_create
 from simulations import services, tasks
 from simulations.models import Run, RunChunk, RunEvent
 
@@ -32,8 +32,8 @@ BODY = {
 @pytest.fixture
 def staff_token_api(staff_user) -> APIClient:
     client = APIClient()
-    token = Token.objects.create(user=staff_user, key="s" * 40)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    token = token_create(user=staff_user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     return client
 
 
@@ -42,6 +42,8 @@ def sent(monkeypatch) -> list[tuple]:
     """The messages run_start hands the broker, kept here instead."""
     messages: list[tuple] = []
     monkeypatch.setattr(tasks.run_chunk, "delay", lambda *args: messages.append(args))
+    # A worker fans the start out into the chunks' tasks: here, at once.
+    monkeypatch.setattr(tasks.run_fan_out, "delay", tasks.run_fan_out)
     return messages
 
 

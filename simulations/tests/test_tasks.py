@@ -37,6 +37,7 @@ def test_start_sends_one_task_per_pending_chunk_after_the_commit(
     run = create()
     sent = []
     monkeypatch.setattr(tasks.run_chunk, "delay", lambda *args: sent.append(args))
+    monkeypatch.setattr(tasks.run_fan_out, "delay", tasks.run_fan_out)
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         services.run_start(run_id=run.id)
@@ -79,6 +80,7 @@ def sent(monkeypatch):
     monkeypatch.setattr(
         tasks.run_chunk, "delay", lambda *args: messages.append(tuple(args))
     )
+    monkeypatch.setattr(tasks.run_fan_out, "delay", tasks.run_fan_out)
     return messages
 
 
