@@ -240,8 +240,8 @@ class AdminPolicyLearningApi(JsonApi):
     """Turn a policy's learning from live rewards on or off; an empty body flips
     it. Recorded in its history."""
 
-    permission_classes = [StaffWithPermission]
-    permission = "policies.change_policy"
+    permission_classes = [StaffMay]
+    actions_by_method = {"POST": POLICY_CHANGE}
 
     @extend_schema(
         request=record_serializer("LearningInput", LearningInput),
