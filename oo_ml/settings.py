@@ -7,6 +7,7 @@ filesystem Celery broker, both under ``var/``.
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from oo_ml.env import env
 
@@ -175,6 +176,14 @@ CELERY_TASK_SOFT_TIME_LIMIT = env("CELERY_TASK_SOFT_TIME_LIMIT", 1700)
 # One simulation chunk's hard limit (seconds); its soft limit is 30 s less. A run
 # that has completed no chunk for this long has its pending chunks sent again.
 SIMULATION_CHUNK_TIME_LIMIT = env("OO_ML_SIMULATION_CHUNK_TIME_LIMIT", 600)
+# The promotion gate: a shadow passes when the 95% interval of its paired
+# difference from the active policy (mean reward per decision) starts at
+# -GATE_MARGIN or above. 0: it must not be worse.
+GATE_MARGIN = env("OO_ML_GATE_MARGIN", 0.0)
+if not 0 <= GATE_MARGIN < float("inf"):
+    raise ImproperlyConfigured(
+        f"OO_ML_GATE_MARGIN={GATE_MARGIN!r}: a margin is a number >= 0"
+    )
 # Run by `celery -A oo_ml beat` (`make run` starts its worker with --beat). Every
 # half TTL it recomputes the profiles over half a TTL old, so a profile is
 # refreshed before it goes stale and /score seldom recomputes one itself. Every

@@ -160,6 +160,10 @@ class RunEvent(models.Model):
     dwell_ms = models.PositiveIntegerField(null=True, blank=True)
     reward = models.FloatField()
     explored = models.BooleanField()
+    # With a judge that knows expected rewards (SPEC section 8), else empty: the
+    # pick's expected reward and the best candidate's (the oracle's).
+    expected_reward = models.FloatField(null=True, blank=True)
+    oracle_reward = models.FloatField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -171,6 +171,8 @@ _EVENT_COLUMNS = (
     "dwell_ms",
     "reward",
     "explored",
+    "expected_reward",
+    "oracle_reward",
 )
 
 
@@ -183,6 +185,12 @@ def _event_columns(
     kinds = np.array(inference.KINDS, dtype=object)
     dwell = events.dwell_ms.astype(object)
     dwell[np.isnan(events.dwell_ms)] = None
+
+    def floats_or_none(values: np.ndarray) -> list:
+        if np.isnan(values).all():
+            return [None] * len(values)
+        return values.tolist()
+
     return [
         [run_id] * len(events),
         names[events.policy].tolist(),
@@ -198,6 +206,8 @@ def _event_columns(
         [None if d is None else int(d) for d in dwell.tolist()],
         events.reward.tolist(),
         events.explored.tolist(),
+        floats_or_none(events.expected_reward),
+        floats_or_none(events.oracle_reward),
     ]
 
 
