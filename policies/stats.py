@@ -287,6 +287,10 @@ class OffPolicyEvidence:
     matched: int  # samples where the target could have made the logged pick
     enough: bool
 
+    @property
+    def estimates(self) -> list[tuple[str, Estimate]]:
+        return [("snips", self.snips), ("dr", self.dr)]
+
 
 def snips(weights: np.ndarray, rewards: np.ndarray) -> float | None:
     """Self-normalised IPS: sum w r / sum w; None when no weight is positive."""
