@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 from django.utils import timezone
@@ -242,3 +243,45 @@ def test_finished_at_is_what_orders_the_evidence():
     )
     assert promotion_evidence(shadow=v2, active=v1).run_id == str(first.id)
     assert second.id != first.id
+
+
+def _promote_page(client, staff_user, name: str = "egreedy-v2") -> str:
+    client.force_login(staff_user)
+    policy = Policy.objects.get(name=name)
+    return client.get(f"/admin/policies/policy/{policy.pk}/promote/").content.decode()
+
+
+@pytest.mark.postgres
+def test_the_promote_page_charts_the_interval_and_gives_the_verdict(
+    client, staff_user, settings
+):
+    Policy.objects.filter(name="egreedy-v1").update(role="retired")
+    Policy.objects.filter(name="egreedy-v2").update(role="active")
+    Policy.objects.filter(name="egreedy-v1").update(role="shadow")
+    run = simulate(**DECISIVE)
+
+    html = _promote_page(client, staff_user, "egreedy-v1")
+
+    assert 'class="oo-interval oo-interval-worse"' in html
+    assert "from \u22120.0277 to \u22120.0094; the gate's floor is 0" in html
+    assert 'data-verdict="worse"' in html and "all of the interval lies below" in html
+    assert f'id="evidence-run">{run.id}</a>' in html
+    assert 'id="promote-form"' not in html
+
+    settings.GATE_MARGIN = 0.03  # now the floor is below the whole interval
+    html = _promote_page(client, staff_user, "egreedy-v1")
+    assert 'data-verdict="pass"' in html and 'id="promote-form"' in html
+    assert "floor \u22120.030" in html
+
+
+def test_the_promote_page_of_a_small_run_suggests_a_run_that_would_decide(
+    client, staff_user
+):
+    simulate(**SMALL)
+
+    html = _promote_page(client, staff_user)
+
+    assert 'data-verdict="inconclusive"' in html
+    needed = re.search(r"about (\d+) users would decide it", html).group(1)
+    assert f"policies=egreedy-v2&amp;n_users={needed}" in html
+    assert int(needed) > 5
