@@ -531,7 +531,10 @@ def policy_promote(
     if active is None:
         raise Conflict("No policy is active: there is nothing to compare with.")
     evidence = evidence_for(shadow=shadow, active=active)
-    refusal = promotion_refusal(shadow=name, active=active.name, evidence=evidence)
+    margin = gate_margin()
+    refusal = promotion_refusal(
+        shadow=name, active=active.name, evidence=evidence, margin=margin
+    )
     if refusal:
         raise Conflict(refusal, field="name")
     _roles_swap(up=shadow, down=active)
@@ -543,7 +546,7 @@ def policy_promote(
         after={"role": Role.ACTIVE, "shadow": active.name},
         evidence={
             **dataclasses.asdict(evidence),
-            "margin": gate_margin(),
+            "margin": margin,
             "verdict": stats.PASS,
         },
     )

@@ -99,6 +99,10 @@ class RuleJudge:
         )
         return _sigmoid(logit)
 
+    def _typical_dwell_s(self, persona: np.ndarray, p_done: np.ndarray) -> np.ndarray:
+        """The middle of a completion's dwell: shorter when the tip suits less."""
+        return self._dwell_s[persona] * (0.25 + 0.75 * p_done)
+
     def react(
         self,
         *,
@@ -122,7 +126,7 @@ class RuleJudge:
             u_kind < p_done, DONE, np.where(u_kind < dismiss, DISMISSED, SNOOZED)
         )
         spread = 4.0 ** (2.0 * u_dwell - 1.0)
-        done_s = self._dwell_s[persona] * (0.25 + 0.75 * p_done) * spread
+        done_s = self._typical_dwell_s(persona, p_done) * spread
         other_s = 2.0 + 10.0 * u_dwell  # a dismissal or a snooze takes seconds
         dwell_s = np.where(kind == DONE, done_s, other_s)
         return Reactions(kind=kind, dwell_ms=np.round(dwell_s * 1000.0))
@@ -152,7 +156,7 @@ class RuleJudge:
             task_age_days=task_age_days,
             priority=priority,
         )
-        typical_s = self._dwell_s[persona] * (0.25 + 0.75 * p_done)
+        typical_s = self._typical_dwell_s(persona, p_done)
 
         def at_least(ms: int | None, unbounded: float) -> np.ndarray:
             """P(the rounded dwell >= ms); ``unbounded`` for no bound."""
