@@ -340,7 +340,7 @@ def test_the_control_room_shows_snips_and_dr_with_stable_intervals(client, staff
     assert len(cells) == 2  # SNIPS and DR of the one shadow
     for cell, estimate in zip(cells, (value.snips, value.dr), strict=True):
         assert cell.startswith(f"{estimate.value:.3f}")
-        assert f"[{estimate.low:.3f}, {estimate.high:.3f}]" in cell
+        assert f"[{estimate.low:.3f}, {estimate.high:.3f}]</div>" in cell
         assert estimate.low < estimate.value < estimate.high
     assert f'200 <span class="oo-quiet">({value.effective_samples:.0f})' in html
     # Seeded: the same log shows the same intervals.
