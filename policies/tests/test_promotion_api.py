@@ -46,6 +46,20 @@ def simulate(policies=("egreedy-v1", "egreedy-v2"), **overrides):
     return sim_services.run_execute(run_id=run.id)
 
 
+def with_means(run, **means):
+    """The run's stored results made decisive at chosen mean rewards, as if
+    every user had moved alike (a zero spread, so each interval is a point):
+    for tests about what a promotion does rather than about the gate."""
+    summary = run.summary
+    order = [row["policy"] for row in summary["policies"]]
+    for row in summary["policies"]:
+        row["mean_reward"] = means[row["policy"].replace("-", "_")]
+    summary["per_user"]["means"] = [means[n.replace("-", "_")] for n in order]
+    summary["per_user"]["covariance"] = [[0.0] * len(order) for _ in order]
+    run.save(update_fields=["summary"])
+    return run
+
+
 # 200 users x 100 rounds, seed 1: egreedy-v2 - egreedy-v1 = +0.0186 per
 # decision, 95% interval [+0.0094, +0.0277]: large enough to decide.
 DECISIVE = dict(n_users=200, n_rounds=100, seed=1, chunk_users=100)
@@ -272,6 +286,16 @@ def test_the_promote_page_charts_the_interval_and_gives_the_verdict(
     html = _promote_page(client, staff_user, "egreedy-v1")
     assert 'data-verdict="pass"' in html and 'id="promote-form"' in html
     assert "floor \u22120.030" in html
+
+
+def test_with_means_makes_a_run_decide_at_those_means(staff_token_api):
+    with_means(simulate(), egreedy_v1=0.31, egreedy_v2=0.30)
+    refused = staff_token_api.post(PROMOTE)
+    assert refused.status_code == 409
+    assert "[-0.0100, -0.0100]: all of it below 0" in refused.json()["detail"]
+
+    with_means(simulate(), egreedy_v1=0.30, egreedy_v2=0.31)
+    assert staff_token_api.post(PROMOTE).status_code == 200
 
 
 def test_the_promote_page_of_a_small_run_suggests_a_run_that_would_decide(
