@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -232,3 +236,26 @@ def test_two_admins_promoting_at_once_leave_exactly_one_active(registry):
     assert sorted(outcomes) == ["promoted", "refused"]
     assert Policy.objects.filter(role="active").count() == 1
     assert PolicyChange.objects.filter(action=ChangeAction.PROMOTE).count() == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "ok"), [("0.01", True), ("0", True), ("-0.1", False), ("nan", False),
+                    ("inf", False), ("wide", False)]
+)  # fmt: skip
+def test_the_gate_margin_setting_fails_loudly_on_a_bad_value(raw, ok):
+    env = {**os.environ, "OO_ML_GATE_MARGIN": raw}
+    done = subprocess.run(
+        [sys.executable, "-c", "import oo_ml.settings as s; print(s.GATE_MARGIN)"],
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],  # the project's root
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if ok:
+        assert done.returncode == 0, done.stderr
+        assert float(done.stdout) == float(raw)
+    else:
+        assert done.returncode != 0
+        assert "ImproperlyConfigured" in done.stderr
+        assert "OO_ML_GATE_MARGIN" in done.stderr
