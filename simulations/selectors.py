@@ -209,8 +209,8 @@ def run_summary_compute(*, run: Run) -> dict:
             pulls=Count("id"),
             units=Sum(RewardUnits("reward")),
             explorations=Count("id", filter=Q(explored=True)),
-            expected_units=Sum(RewardUnits("expected_reward")),
-            oracle_units=Sum(RewardUnits("oracle_reward")),
+            expected_units=Sum("expected_units"),
+            oracle_units=Sum("oracle_units"),
         )
         .order_by("policy", "persona")
     )
@@ -277,8 +277,8 @@ def run_summary_compute(*, run: Run) -> dict:
     for row in events.values("policy", "round").annotate(
         n=Count("id"),
         units=Sum(RewardUnits("reward")),
-        expected_units=Sum(RewardUnits("expected_reward")),
-        oracle_units=Sum(RewardUnits("oracle_reward")),
+        expected_units=Sum("expected_units"),
+        oracle_units=Sum("oracle_units"),
     ):
         curve[row["policy"]][row["round"]] = _mean(_reward(row["units"]), row["n"])
         if known:

@@ -32,7 +32,12 @@ from simulations import engine
 from simulations.judges import JUDGES
 from simulations.models import ChunkStatus, Run, RunChunk, RunEvent, RunStatus
 from simulations.personas import PERSONA_NAMES
-from simulations.selectors import policy_spec, run_get, run_summary_compute
+from simulations.selectors import (
+    REWARD_UNIT,
+    policy_spec,
+    run_get,
+    run_summary_compute,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -171,8 +176,8 @@ _EVENT_COLUMNS = (
     "dwell_ms",
     "reward",
     "explored",
-    "expected_reward",
-    "oracle_reward",
+    "expected_units",
+    "oracle_units",
 )
 
 
@@ -186,10 +191,11 @@ def _event_columns(
     dwell = events.dwell_ms.astype(object)
     dwell[np.isnan(events.dwell_ms)] = None
 
-    def floats_or_none(values: np.ndarray) -> list:
+    def units_or_none(values: np.ndarray) -> list:
+        """Expected rewards in whole millionths; None for a judge without them."""
         if np.isnan(values).all():
             return [None] * len(values)
-        return values.tolist()
+        return np.rint(values * REWARD_UNIT).astype(np.int64).tolist()
 
     return [
         [run_id] * len(events),
@@ -206,8 +212,8 @@ def _event_columns(
         [None if d is None else int(d) for d in dwell.tolist()],
         events.reward.tolist(),
         events.explored.tolist(),
-        floats_or_none(events.expected_reward),
-        floats_or_none(events.oracle_reward),
+        units_or_none(events.expected_reward),
+        units_or_none(events.oracle_reward),
     ]
 
 

@@ -378,13 +378,16 @@ def test_the_summary_has_the_oracle_and_each_policys_regret_overall_and_by_round
     run = services.run_execute(run_id=create(n_users=10, n_rounds=8).id)
     events = RunEvent.objects.filter(run=run)
     summary = run.summary
-    oracle = np.mean(
-        events.filter(policy=POLICIES[0]).values_list("oracle_reward", flat=True)
+    oracle = (
+        np.mean(
+            events.filter(policy=POLICIES[0]).values_list("oracle_units", flat=True)
+        )
+        / 1e6
     )
     assert summary["oracle_mean"] == pytest.approx(oracle, abs=1e-6)
     for row in summary["policies"]:
         mine = events.filter(policy=row["policy"])
-        expected = np.mean(mine.values_list("expected_reward", flat=True))
+        expected = np.mean(mine.values_list("expected_units", flat=True)) / 1e6
         assert row["expected_reward"] == pytest.approx(expected, abs=1e-6)
         assert row["regret"] == pytest.approx(oracle - expected, abs=1e-6)
         assert row["regret"] > 0
@@ -392,9 +395,9 @@ def test_the_summary_has_the_oracle_and_each_policys_regret_overall_and_by_round
         assert len(curve) == 8
         for r in (0, 7):
             gaps = [
-                o - e
+                (o - e) / 1e6
                 for o, e in mine.filter(round=r).values_list(
-                    "oracle_reward", "expected_reward"
+                    "oracle_units", "expected_units"
                 )
             ]
             assert curve[r] == pytest.approx(np.mean(gaps), abs=1e-6)
@@ -414,7 +417,7 @@ def test_a_judge_without_expected_rewards_gives_no_oracle_or_regret(monkeypatch)
     monkeypatch.setitem(JUDGES, "blind", Blind())
     run = services.run_execute(run_id=create(judge="blind").id)
 
-    assert RunEvent.objects.filter(run=run, expected_reward__isnull=False).count() == 0
+    assert RunEvent.objects.filter(run=run, expected_units__isnull=False).count() == 0
     summary = run.summary
     assert summary["oracle_mean"] is None and summary["regret_curve"] is None
     assert all(row["regret"] is None for row in summary["policies"])
