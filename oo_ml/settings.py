@@ -261,6 +261,14 @@ SIMULATION_MAX_CHUNKS = env("OO_ML_SIMULATION_MAX_CHUNKS", 1000)
 SIMULATION_CHUNK_TIME_LIMIT = env("OO_ML_SIMULATION_CHUNK_TIME_LIMIT", 600)
 # How often a hybrid policy's shared model is refit from the reward log.
 SHARED_MODEL_REFIT_SECONDS = env("OO_ML_SHARED_MODEL_REFIT_SECONDS", 600.0)
+# The promotion gate: a shadow passes when the 95% interval of its paired
+# difference from the active policy (mean reward per decision) starts at
+# -GATE_MARGIN or above. 0: it must not be worse.
+GATE_MARGIN = env("OO_ML_GATE_MARGIN", 0.0)
+if not 0 <= GATE_MARGIN < float("inf"):
+    raise ImproperlyConfigured(
+        f"OO_ML_GATE_MARGIN={GATE_MARGIN!r}: a margin is a number >= 0"
+    )
 # Run by `celery -A oo_ml beat` (`make run` starts its worker with --beat). Every
 # half TTL it recomputes the profiles over half a TTL old, so a profile is
 # refreshed before it goes stale and /score seldom recomputes one itself. Every

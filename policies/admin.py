@@ -20,7 +20,7 @@ from django.views.decorators.http import require_POST
 
 from oo_ml.errors import DomainError
 from oo_ml.permissions import POLICY_CHANGE, POLICY_VIEW, USER_RESET, staff_may
-from policies import bandits, selectors, services
+from policies import bandits, selectors, services, stats
 from policies.models import (
     BanditState,
     Decision,
@@ -29,6 +29,7 @@ from policies.models import (
     Reward,
     Role,
 )
+from simulations import charts as sim_charts
 from simulations import selectors as sim_selectors
 
 HISTORY_SHOWN = 20
@@ -121,6 +122,8 @@ def control_room(request: HttpRequest) -> TemplateResponse:
         "history": PolicyChange.objects.select_related("policy")[:HISTORY_SHOWN],
         "can_toggle": _can_toggle(request),
         "to_undo": selectors.promotion_to_undo(),
+        "min_samples": stats.MIN_SAMPLES,
+        "min_effective": stats.MIN_EFFECTIVE_SAMPLES,
     }
     return TemplateResponse(request, "admin/policies/control_room.html", context)
 
@@ -220,6 +223,18 @@ class PolicyAdmin(ReadOnlyAdmin):
             refusal = services.promotion_refusal(
                 shadow=policy.name, active=active.name, evidence=evidence
             )
+        margin = services.gate_margin()
+        verdict = gate = None
+        if evidence is not None:
+            verdict = stats.gate_verdict(evidence.interval, margin=margin)
+            if evidence.low is not None:
+                gate = sim_charts.interval_chart(
+                    mean=evidence.difference,
+                    low=evidence.low,
+                    high=evidence.high,
+                    margin=margin,
+                    outcome=verdict.outcome,
+                )
         context = {
             **self.admin_site.each_context(request),
             "title": f"Promote {policy.name}?",
@@ -227,6 +242,9 @@ class PolicyAdmin(ReadOnlyAdmin):
             "policy": policy,
             "active": active,
             "evidence": evidence,
+            "margin": margin,
+            "verdict": verdict,
+            "gate": gate,
             "refusal": refusal,
             "can_promote": _can_toggle(request) and refusal is None,
         }

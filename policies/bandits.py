@@ -555,7 +555,7 @@ def hybrid_choose_batch(
     )
 
 
-# --- off-policy evaluation -----------------------------------------------------
+# --- off-policy evaluation (the estimators are in policies.stats) ---------------
 
 
 def action_probabilities(
@@ -580,40 +580,6 @@ def action_probabilities(
         greedy = np.arange(n) == first_max(estimates)
         return _egreedy_propensity(params.get("epsilon", default), n, greedy)
     raise ValueError(f"unknown algorithm {algorithm!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class OffPolicyValue:
-    """A target policy's value estimated from another policy's logged rewards."""
-
-    samples: int
-    ips: float  # inverse propensity scoring: mean of w r
-    snips: float | None  # self-normalised: sum w r / sum w (None if sum w = 0)
-    matched: int  # samples where the target could have made the logged pick
-    logged_mean: float  # what the logging policy itself earned on them
-
-
-def off_policy_value(
-    target: np.ndarray, logged: np.ndarray, rewards: np.ndarray
-) -> OffPolicyValue:
-    """IPS and self-normalised IPS of a target policy.
-
-    ``target[i]`` is the probability the target policy gives the action that was
-    logged in sample i, ``logged[i]`` the logging policy's propensity of it, and
-    ``rewards[i]`` what it earned: w = target / logged.
-    """
-    target, logged, rewards = (
-        np.asarray(v, dtype=float) for v in (target, logged, rewards)
-    )
-    weights = target / logged
-    total = weights.sum()
-    return OffPolicyValue(
-        samples=int(rewards.shape[0]),
-        ips=float((weights * rewards).mean()) if rewards.shape[0] else 0.0,
-        snips=float((weights * rewards).sum() / total) if total > 0 else None,
-        matched=int((target > 0).sum()),
-        logged_mean=float(rewards.mean()) if rewards.shape[0] else 0.0,
-    )
 
 
 def _rank_one(a, b, x, reward, out=None):

@@ -15,7 +15,7 @@ from django.db.models import Count, Q, Sum
 
 from oo_ml.db import fetch_all, fetch_one
 from oo_ml.errors import NotFound
-from policies import bandits
+from policies import bandits, stats
 from policies.models import (
     BanditState,
     ChangeAction,
@@ -280,7 +280,7 @@ class PolicyActivity:
     last_day: Activity
     all_time: Activity
     # Shadows: their value estimated from the active policy's rewarded decisions.
-    off_policy: bandits.OffPolicyValue | None = None
+    off_policy: stats.OffPolicyEvidence | None = None
 
 
 def _windowed(queryset, since: datetime, **measures) -> dict[int, dict]:
@@ -394,31 +394,50 @@ OFF_POLICY_SAMPLES = 20_000
 
 def shadow_values(
     *, since: datetime, shadows: Sequence[Policy]
-) -> dict[int, bandits.OffPolicyValue]:
+) -> dict[int, stats.OffPolicyEvidence]:
     """Each shadow's value on the active policy's rewarded decisions since
-    ``since`` (SPEC §7: off-policy estimates where propensities allow).
+    ``since`` (SPEC §7): self-normalised IPS and doubly robust, each with a
+    bootstrap 95% interval, and the effective sample size.
 
-    A shadow's probability of the pick the active policy made comes from the
-    estimates (and bonuses) it logged on the same request; the active policy's
-    logged propensity is the denominator. At most the latest OFF_POLICY_SAMPLES
-    rewards are read.
+    A shadow's probability of each candidate comes from the estimates (and
+    bonuses) it logged on the same request, and the active policy's logged
+    propensity of its pick is the denominator. Doubly robust's model is the
+    shadow's own ridge estimate θ·x, as it logged it. At most the latest
+    OFF_POLICY_SAMPLES rewards are read; the bootstrap is seeded, so the same
+    log shows the same intervals.
     """
     rows = fetch_all(
         _SHADOW_SAMPLES_SQL, [Role.ACTIVE, Role.SHADOW, since, OFF_POLICY_SAMPLES]
     )
     policies = {p.id: p for p in shadows}
-    samples: dict[int, list[tuple[float, float, float]]] = {}
+    samples: dict[int, list[tuple[float, float, float, float, float]]] = {}
     for policy_id, estimates, bonuses, pick, propensity, reward in rows:
         policy = policies.get(policy_id)
         if policy is None:  # no longer a shadow
             continue
         if isinstance(estimates, str):  # SQLite hands JSON back as text
             estimates, bonuses = json.loads(estimates), json.loads(bonuses or "null")
-        target = bandits.action_probabilities(
+        probabilities = bandits.action_probabilities(
             policy.algorithm, policy.params, estimates, bonuses
-        )[pick]
-        samples.setdefault(policy_id, []).append((target, propensity, reward))
-    return {
-        policy_id: bandits.off_policy_value(*np.array(rows).T)
-        for policy_id, rows in samples.items()
-    }
+        )
+        samples.setdefault(policy_id, []).append(
+            (
+                probabilities[pick],
+                propensity,
+                reward,
+                float(probabilities @ np.asarray(estimates, dtype=float)),
+                estimates[pick],
+            )
+        )
+    values = {}
+    for policy_id, rows in samples.items():
+        target, logged, rewards, direct, estimated = np.array(rows).T
+        values[policy_id] = stats.off_policy_evidence(
+            target=target,
+            logged=logged,
+            rewards=rewards,
+            direct=direct,
+            estimated=estimated,
+            rng=np.random.default_rng(stats.BOOTSTRAP_SEED),
+        )
+    return values

@@ -24,7 +24,7 @@ from oo_ml.errors import Conflict, InvalidInput, NotFound
 from oo_ml.idempotency import fingerprint as request_fingerprint
 from oo_ml.idempotency import previous_or_conflict
 from oo_ml.models import uuid7
-from policies import bandits
+from policies import bandits, stats
 from policies.models import (
     BanditState,
     ChangeAction,
@@ -609,7 +609,9 @@ def policy_learning_set(
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """A finished simulation that ran a shadow beside the active policy (SPEC §7)."""
+    """A finished simulation that ran a shadow beside the active policy (SPEC §7):
+    the paired per-user difference of mean reward, shadow - active, over
+    ``users`` users, with its 95% interval [low, high] (None without one)."""
 
     run_id: str
     shadow: str
@@ -618,6 +620,22 @@ class Evidence:
     active_mean_reward: float
     seed: int
     finished_at: str
+    users: int
+    difference: float
+    low: float | None
+    high: float | None
+    difference_sd: float | None
+
+    @property
+    def interval(self) -> stats.Interval:
+        return stats.Interval(
+            self.difference, self.low, self.high, self.difference_sd, self.users
+        )
+
+
+def gate_margin() -> float:
+    """How far below the active policy a shadow's interval may start (a setting)."""
+    return float(settings.GATE_MARGIN)
 
 
 # What a promotion changes, and a rollback puts back.
@@ -656,7 +674,8 @@ def policy_promote(
 
     ``evidence_for(shadow=, active=)`` finds the evidence (the simulations app's
     ``promotion_evidence``): a finished simulation of this shadow beside the
-    active policy in which the shadow's mean reward is at least the active's.
+    active policy in which the 95% interval of the paired per-user difference
+    (shadow - active) starts at -margin or above (``promotion_refusal``).
     It is asked under the policies' locks, so it judges the policy that is
     active at that moment. Both keep their per-user state. Recorded with the
     evidence.
@@ -671,7 +690,10 @@ def policy_promote(
     if active is None:
         raise Conflict("No policy is active: there is nothing to compare with.")
     evidence = evidence_for(shadow=shadow, active=active)
-    refusal = promotion_refusal(shadow=name, active=active.name, evidence=evidence)
+    margin = gate_margin()
+    refusal = promotion_refusal(
+        shadow=name, active=active.name, evidence=evidence, margin=margin
+    )
     if refusal:
         raise Conflict(refusal, field="name")
     before = {p.name: _switches(p) for p in (shadow, active)}
@@ -693,27 +715,53 @@ def policy_promote(
             "shadow": active.name,
             "policies": {p.name: _switches(p) for p in (shadow, active)},
         },
-        evidence=dataclasses.asdict(evidence),
+        evidence={
+            **dataclasses.asdict(evidence),
+            "margin": margin,
+            "verdict": stats.PASS,
+        },
     )
     return shadow
 
 
 def promotion_refusal(
-    *, shadow: str, active: str, evidence: Evidence | None
+    *,
+    shadow: str,
+    active: str,
+    evidence: Evidence | None,
+    margin: float | None = None,
 ) -> str | None:
-    """Why ``shadow`` may not replace ``active`` on this evidence; None if it may."""
+    """Why ``shadow`` may not replace ``active`` on this evidence; None if it may.
+
+    It may iff the lower end of the 95% interval of the paired difference
+    (shadow - active) is at least -``margin`` (default: the setting).
+    """
     if evidence is None or {evidence.shadow, evidence.active} != {shadow, active}:
         return (
             f"No finished simulation ran {shadow} beside the active policy "
             f"{active}: run one first."
         )
-    if evidence.shadow_mean_reward < evidence.active_mean_reward:
+    margin = gate_margin() if margin is None else margin
+    verdict = stats.gate_verdict(evidence.interval, margin=margin)
+    if verdict.passed:
+        return None
+    where = f"In simulation {evidence.run_id} ({evidence.users:,} users)"
+    diff = f"{shadow} - {active} = {evidence.difference:+.4f} per decision"
+    floor = f"-{margin:g}" if margin else "0"
+    if evidence.low is None:
         return (
-            f"In simulation {evidence.run_id}, {shadow} earned a mean reward of "
-            f"{evidence.shadow_mean_reward:.4f}, below {active}'s "
-            f"{evidence.active_mean_reward:.4f}."
+            f"Inconclusive: {where}, {diff} has no interval (it needs at least 2 "
+            "users, and a run summarised with per-user results): run a larger "
+            "simulation."
         )
-    return None
+    ci = f"95% interval [{evidence.low:+.4f}, {evidence.high:+.4f}]"
+    if verdict.outcome == stats.WORSE:
+        return f"{where}, {diff}, {ci}: all of it below {floor}."
+    if verdict.users_needed is None:
+        needed = "the estimate sits on the margin: no number of users would decide it"
+    else:
+        needed = f"about {verdict.users_needed:,} users would decide it"
+    return f"Inconclusive: {where}, {diff}, {ci} straddles {floor}; {needed}."
 
 
 @transaction.atomic

@@ -279,9 +279,21 @@ def run_page_context(request: HttpRequest, run: Run) -> dict:
         # The run's order, not the stored JSON's (PostgreSQL sorts its keys).
         curve = {name: run.summary["curve"][name] for name in run.policies}
         chart = charts.reward_chart(curve, window=window)
+        regret = run.summary.get("regret_curve")
+        regret_chart = None
+        if regret:
+            regret_chart = charts.reward_chart(
+                {name: regret[name] for name in run.policies},
+                window=window,
+                y_label="Regret",
+                key="regret",
+            )
         header, rows = _pick_groups(run)
         context.update(
             chart=chart,
+            regret_chart=regret_chart,
+            oracle_mean=run.summary.get("oracle_mean"),
+            first_policy=run.policies[0],
             smoothing=sorted(
                 {w for w in SMOOTHING if w <= run.n_rounds}
                 | {charts.default_window(run.n_rounds)}

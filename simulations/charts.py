@@ -73,6 +73,8 @@ class Chart:
     rounds: int
     window: int
     bucket: int  # rounds per plotted point
+    y_label: str = "Mean reward"
+    key: str = "reward"  # names the SVG's ids: two charts on one page
 
     @property
     def x_label_y(self) -> float:
@@ -138,8 +140,15 @@ def default_window(rounds: int) -> int:
     return 1 if rounds < 40 else max(1, rounds // 20)
 
 
-def reward_chart(curve: Mapping[str, Sequence[float]], *, window: int = 1) -> Chart:
-    """Lay out one line per policy: rounds across, mean reward up."""
+def reward_chart(
+    curve: Mapping[str, Sequence[float]],
+    *,
+    window: int = 1,
+    y_label: str = "Mean reward",
+    key: str = "reward",
+) -> Chart:
+    """Lay out one line per policy: rounds across, mean reward (or, with
+    another ``y_label``, any per-round figure such as the regret) up."""
     names = list(curve)
     rounds = max((len(v) for v in curve.values()), default=0)
     bucket = max(1, math.ceil(rounds / MAX_POINTS))
@@ -217,4 +226,88 @@ def reward_chart(curve: Mapping[str, Sequence[float]], *, window: int = 1) -> Ch
         rounds=rounds,
         window=window,
         bucket=bucket,
+        y_label=y_label,
+        key=key,
+    )
+
+
+# --- the promotion gate's interval ----------------------------------------------
+
+GATE_WIDTH, GATE_HEIGHT, GATE_SIDE = 520, 86, 24
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalChart:
+    """One interval on a horizontal axis, with 0 and the gate's floor -margin:
+    where the bar starts against the floor is the verdict."""
+
+    width: int
+    height: int
+    axis_y: float
+    low_x: float
+    high_x: float
+    mean_x: float
+    zero_x: float
+    floor_x: float  # -margin
+    ticks: list[Tick]
+    low_label: str
+    high_label: str
+    mean_label: str
+    floor_label: str
+    outcome: str  # pass, worse or inconclusive: the bar's colour
+
+    @property
+    def bar_width(self) -> float:
+        return max(self.high_x - self.low_x, 1.0)
+
+    @property
+    def axis_left(self) -> float:
+        return GATE_SIDE
+
+    @property
+    def axis_right(self) -> float:
+        return self.width - GATE_SIDE
+
+
+def _signed(value: float, digits: int = 4) -> str:
+    return f"{value:+.{digits}f}".replace("-", "\u2212")
+
+
+def interval_chart(
+    *, mean: float, low: float, high: float, margin: float, outcome: str
+) -> IntervalChart:
+    """Lay out [low, high] with its mean, beside 0 and -margin."""
+    left, right = min(low, -margin, 0.0), max(high, 0.0)
+    span = right - left
+    if span < 1e-12:
+        span = max(abs(mean), 0.01)
+    # Room either side, then a whole number of nice steps.
+    step = nice_step(span * 1.2, 4)
+    left = math.floor((left - span * 0.1) / step) * step
+    right = math.ceil((right + span * 0.1) / step) * step
+
+    def px(value: float) -> float:
+        return GATE_SIDE + (GATE_WIDTH - 2 * GATE_SIDE) * (value - left) / (
+            right - left
+        )
+
+    ticks = []
+    for k in range(round((right - left) / step) + 1):
+        value = left + k * step
+        ticks.append(Tick(_label(value, step), px(value)))
+    return IntervalChart(
+        width=GATE_WIDTH,
+        height=GATE_HEIGHT,
+        axis_y=58.0,
+        low_x=px(low),
+        high_x=px(high),
+        mean_x=px(mean),
+        zero_x=px(0.0),
+        floor_x=px(-margin),
+        ticks=ticks,
+        low_label=_signed(low),
+        high_label=_signed(high),
+        mean_label=_signed(mean),
+        floor_label="0" if margin == 0 else _signed(-margin, 3),
+        outcome=outcome,
     )

@@ -7,6 +7,10 @@ encodes the candidates of every user once and each policy decides for all users
 at once on (U, D, D) states. The state is the run's own (``initial_state_batch``):
 live users' state is never read or written.
 
+With a judge that knows each candidate's expected reward, every event also
+carries its pick's expected reward and the best candidate's (the oracle's), so
+a run measures regret without the noise of the judge's draws.
+
 Common random numbers: the world of each user (contexts, candidates, the judge's
 and the explorers' uniforms) is drawn before any policy runs
 (``generator.world_draw``), so every policy faces the same work.
@@ -59,6 +63,10 @@ class Events:
     dwell_ms: np.ndarray
     reward: np.ndarray
     explored: np.ndarray
+    # With a judge that knows expected rewards (else NaN): the picked
+    # candidate's, and the best candidate's of that (user, round): the oracle.
+    expected_reward: np.ndarray
+    oracle_reward: np.ndarray
 
     def __len__(self) -> int:
         return len(self.reward)
@@ -76,6 +84,8 @@ _COLUMNS = (
     ("dwell_ms", np.float64),
     ("reward", np.float64),
     ("explored", bool),
+    ("expected_reward", np.float64),
+    ("oracle_reward", np.float64),
 )
 
 
@@ -142,6 +152,7 @@ def simulate(
         for name, dtype in _COLUMNS
     }
     users = np.arange(n_users)
+    expected_of = getattr(judge, "expected_reward", None)
     for r in range(n_rounds):
         # One encoding per round at the largest dimension: a smaller feature set
         # is a prefix of it (SPEC section 3).
@@ -154,6 +165,17 @@ def simulate(
             profile=profile,
             dimension=dimension,
         )
+        if expected_of is None:
+            expected = np.full(world.priority[r].shape, np.nan)
+        else:  # every candidate's, so the oracle's pick is the best of them
+            expected = expected_of(
+                persona=world.persona[:, None],
+                hour=world.hour[r][:, None],
+                is_overdue=world.is_overdue[r],
+                task_age_days=world.task_age_days[r],
+                priority=world.priority[r],
+            )
+        oracle = expected.max(axis=1)
         for p, (spec, (a, b)) in enumerate(zip(policies, states, strict=True)):
             x = x_full[..., : spec.dimension]
             choice = bandits.choose_batch(
@@ -190,6 +212,8 @@ def simulate(
             out["dwell_ms"][p, r] = reactions.dwell_ms
             out["reward"][p, r] = reward
             out["explored"][p, r] = choice.exploring
+            out["expected_reward"][p, r] = expected[users, pick]
+            out["oracle_reward"][p, r] = oracle
 
     # (policy, round, user) -> (policy, user, round): the key's order.
     def flat(array: np.ndarray) -> np.ndarray:

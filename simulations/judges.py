@@ -30,7 +30,10 @@ class Reactions:
 
 
 class Judge(Protocol):
-    """What the engine needs of a judge."""
+    """What the engine needs of a judge. A judge that knows each candidate's
+    expected reward also has ``expected_reward`` (same arguments as ``react``
+    but the uniforms, any broadcastable shapes); the engine then records the
+    oracle and each policy's regret."""
 
     name: str
     uniforms: int  # how many uniforms it takes per candidate
@@ -96,6 +99,10 @@ class RuleJudge:
         )
         return _sigmoid(logit)
 
+    def _typical_dwell_s(self, persona: np.ndarray, p_done: np.ndarray) -> np.ndarray:
+        """The middle of a completion's dwell: shorter when the tip suits less."""
+        return self._dwell_s[persona] * (0.25 + 0.75 * p_done)
+
     def react(
         self,
         *,
@@ -119,10 +126,57 @@ class RuleJudge:
             u_kind < p_done, DONE, np.where(u_kind < dismiss, DISMISSED, SNOOZED)
         )
         spread = 4.0 ** (2.0 * u_dwell - 1.0)
-        done_s = self._dwell_s[persona] * (0.25 + 0.75 * p_done) * spread
+        done_s = self._typical_dwell_s(persona, p_done) * spread
         other_s = 2.0 + 10.0 * u_dwell  # a dismissal or a snooze takes seconds
         dwell_s = np.where(kind == DONE, done_s, other_s)
         return Reactions(kind=kind, dwell_ms=np.round(dwell_s * 1000.0))
+
+    def expected_reward(
+        self,
+        *,
+        persona: np.ndarray,
+        hour: np.ndarray,
+        is_overdue: np.ndarray,
+        task_age_days: np.ndarray,
+        priority: np.ndarray,
+    ) -> np.ndarray:
+        """The reward ``react`` gives on average over its two uniforms, exactly.
+
+        Completed with probability p, else dismissed or snoozed as in ``react``.
+        A completion's dwell is c 4^(2u - 1) seconds, u uniform, with c the
+        persona's typical time x (0.25 + 0.75 p), rounded to whole milliseconds:
+        it reaches N ms when u >= (1 + log4((N - 0.5) / 1000 / c)) / 2, which
+        gives each of the reward table's dwell bands its probability.
+        """
+        persona = np.asarray(persona)
+        p_done = self.done_probability(
+            persona=persona,
+            hour=hour,
+            is_overdue=is_overdue,
+            task_age_days=task_age_days,
+            priority=priority,
+        )
+        typical_s = self._typical_dwell_s(persona, p_done)
+
+        def at_least(ms: int | None, unbounded: float) -> np.ndarray:
+            """P(the rounded dwell >= ms); ``unbounded`` for no bound."""
+            if ms is None:
+                return np.full(np.shape(typical_s), unbounded)
+            exponent = np.log((ms - 0.5) / 1000.0 / typical_s) / np.log(4.0)
+            return np.clip(0.5 - 0.5 * exponent, 0.0, 1.0)
+
+        done = np.zeros(np.shape(typical_s))
+        for rule in inference.REWARD_TABLE:
+            if rule.kind == inference.DONE:
+                band = at_least(rule.low_ms, 1.0) - at_least(rule.high_ms, 0.0)
+                done = done + rule.reward * band
+        share = self._dismiss_share[persona]
+        # A dismissal's or a snooze's reward does not depend on its dwell.
+        dismissed = inference.infer_reward(inference.DISMISSED, 0)
+        snoozed = inference.infer_reward(inference.SNOOZED, 0)
+        return p_done * done + (1.0 - p_done) * (
+            share * dismissed + (1.0 - share) * snoozed
+        )
 
 
 JUDGES: dict[str, Judge] = {"rule": RuleJudge()}

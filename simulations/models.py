@@ -170,6 +170,12 @@ class RunEvent(models.Model):
     dwell_ms = models.PositiveIntegerField(null=True, blank=True)
     reward = models.FloatField()
     explored = models.BooleanField()
+    # With a judge that knows expected rewards (SPEC section 8), else empty: the
+    # pick's expected reward and the best candidate's (the oracle's), in whole
+    # millionths of a reward: exact to sum, and an integer is half the cost of a
+    # float to write.
+    expected_units = models.IntegerField(null=True, blank=True)
+    oracle_units = models.IntegerField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 
+import numpy as np
 from django.db.models import (
     BigIntegerField,
     Case,
@@ -23,6 +24,7 @@ from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 
 from oo_ml.errors import NotFound
+from policies import stats
 from policies.models import Policy
 from policies.services import Evidence
 from simulations.models import Run, RunEvent, RunStatus
@@ -77,24 +79,36 @@ def policy_spec(policy: Policy) -> dict:
 
 
 def promotion_evidence(*, shadow: Policy, active: Policy) -> Evidence | None:
-    """The latest finished run that ran ``shadow`` beside ``active`` (SPEC §7).
+    """The latest finished run that ran ``shadow`` beside ``active`` (SPEC §7),
+    with the paired per-user difference shadow - active and its 95% interval.
 
     Only a run of both policies as they are now counts: one made before either's
     parameters changed says nothing about them. The latest such run is the
     evidence, whichever way it went, so an older, kinder run cannot be picked.
+    The difference comes from the per-user moments the run's summary keeps, so
+    it costs no query over the run's events, whichever two of its policies
+    these are.
     """
     wanted = {shadow.name: policy_spec(shadow), active.name: policy_spec(active)}
     runs = (
         Run.objects.filter(status=RunStatus.FINISHED)
         .order_by("-finished_at")
-        .only("id", "policy_specs", "seed", "finished_at")  # not the summaries
+        .only("id", "policies", "policy_specs", "seed", "finished_at")
     )
-    for run in runs[:EVIDENCE_RUNS_SCANNED]:
+    for run in runs[:EVIDENCE_RUNS_SCANNED]:  # not their summaries
         specs = {spec["name"]: spec for spec in run.policy_specs}
         if any(specs.get(name) != spec for name, spec in wanted.items()):
             continue
         summary = Run.objects.values_list("summary", flat=True).get(pk=run.pk)
         means = {row["policy"]: row["mean_reward"] for row in summary["policies"]}
+        moments = moments_from_summary(summary)
+        if moments is None:  # summarised before per-user moments were kept
+            difference = stats.Interval(
+                means[shadow.name] - means[active.name], None, None, None, 0
+            )
+        else:
+            order = {name: i for i, name in enumerate(run.policies)}
+            difference = moments.difference(order[shadow.name], order[active.name])
         return Evidence(
             run_id=str(run.id),
             shadow=shadow.name,
@@ -103,6 +117,11 @@ def promotion_evidence(*, shadow: Policy, active: Policy) -> Evidence | None:
             active_mean_reward=means[active.name],
             seed=run.seed,
             finished_at=run.finished_at.isoformat(),
+            users=difference.n,
+            difference=difference.mean,
+            low=difference.low,
+            high=difference.high,
+            difference_sd=difference.sd,
         )
     return None
 
@@ -116,12 +135,70 @@ def _mean(total: float, count: int) -> float:
     return round(total / count, DIGITS) if count else 0.0
 
 
+def _units_mean(units, count: int) -> float | None:
+    """The mean of ``count`` values summed in ``RewardUnits``; None for no sum
+    (a judge without expected rewards leaves them empty)."""
+    return None if units is None or not count else _mean(_reward(units), count)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, DIGITS)
+
+
+def _interval(interval: stats.Interval) -> list[float] | None:
+    if interval.low is None:
+        return None
+    return [_rounded(interval.low), _rounded(interval.high)]
+
+
+def _per_user(run: Run, events: QuerySet) -> stats.UserMoments:
+    """Each user's mean reward under each policy, as moments over users.
+
+    The per-user totals are exact sums of whole millionths, so the moments do
+    not depend on the order the rows come in (chunks redone after a killed
+    worker are written last): the same seed gives the same figures to the bit.
+    """
+    order = {name: i for i, name in enumerate(run.policies)}
+    totals = np.zeros((run.n_users, len(run.policies)), dtype=np.int64)
+    rows = (
+        events.values_list("user_index", "policy")
+        .annotate(units=Sum(RewardUnits("reward")))
+        .order_by()
+    )
+    for user, policy, units in rows:
+        totals[user, order[policy]] = int(units)
+    return stats.user_moments(totals, scale=1 / (REWARD_UNIT * run.n_rounds))
+
+
+def moments_from_summary(summary: dict) -> stats.UserMoments | None:
+    """The stored per-user moments of a run (None for a run summarised before
+    they were kept)."""
+    per_user = summary.get("per_user")
+    if per_user is None:
+        return None
+    return stats.UserMoments(
+        per_user["users"], per_user["means"], per_user["covariance"]
+    )
+
+
+def _difference(interval: stats.Interval) -> dict:
+    return {
+        "mean": _rounded(interval.mean),
+        "low": _rounded(interval.low),
+        "high": _rounded(interval.high),
+    }
+
+
 def run_summary_compute(*, run: Run) -> dict:
-    """The results of SPEC section 8 from the run's events, in three grouped
-    queries whatever the run's size: per policy (total, mean reward, pulls,
-    explorations), per persona x policy mean and the winner of each persona, the
-    reward curve (mean reward per round per policy), and what kinds of tasks each
-    policy picked and how users reacted."""
+    """The results of SPEC section 8 from the run's events, in four grouped
+    queries whatever the run's size: per policy (total, mean reward with its
+    95% t interval over users, the paired difference from the first policy
+    with its interval, pulls, explorations, and with a judge that knows them
+    the expected reward of its picks and its regret against the oracle), per
+    persona x policy mean and the winner of each persona, the reward and
+    regret curves (per round per policy), and what kinds of tasks each policy
+    picked and how users reacted. ``per_user`` keeps the moments of the
+    per-user means, from which any two policies' paired difference follows."""
     events = RunEvent.objects.filter(run=run).order_by()
     order = {name: i for i, name in enumerate(run.policies)}
 
@@ -132,22 +209,40 @@ def run_summary_compute(*, run: Run) -> dict:
             pulls=Count("id"),
             units=Sum(RewardUnits("reward")),
             explorations=Count("id", filter=Q(explored=True)),
+            expected_units=Sum("expected_units"),
+            oracle_units=Sum("oracle_units"),
         )
         .order_by("policy", "persona")
     )
     cells = {(row["policy"], row["persona"]): row for row in by_persona}
+    moments = _per_user(run, events)
     policies, personas = [], []
-    for name in run.policies:
+    oracle_mean = None
+    for i, name in enumerate(run.policies):
         rows = [cells[(name, p)] for p in PERSONA_NAMES if (name, p) in cells]
         pulls = sum(r["pulls"] for r in rows)
         total = _reward(sum(r["units"] for r in rows))
+        expected = oracle = None
+        if rows and all(r["expected_units"] is not None for r in rows):
+            expected = sum(int(r["expected_units"]) for r in rows)
+            oracle = sum(int(r["oracle_units"]) for r in rows)
+            if oracle_mean is None:  # every policy faced the same rounds
+                oracle_mean = _units_mean(oracle, pulls)
         policies.append(
             {
                 "policy": name,
                 "total_reward": round(total, DIGITS),
                 "mean_reward": _mean(total, pulls),
+                "mean_ci": _interval(moments.interval(i)),
+                "diff_vs_first": None
+                if i == 0
+                else _difference(moments.difference(i, 0)),
                 "pulls": pulls,
                 "explorations": sum(r["explorations"] for r in rows),
+                "expected_reward": _units_mean(expected, pulls),
+                "regret": None
+                if expected is None
+                else _units_mean(oracle - expected, pulls),
             }
         )
     winners = []
@@ -174,12 +269,22 @@ def run_summary_compute(*, run: Run) -> dict:
                 {"persona": persona, "policy": best[0], "mean_reward": best[1]}
             )
 
-    # 2. The reward curve: mean reward per round, per policy.
+    # 2. The reward curve: mean reward per round, per policy; and the regret's.
     curve = {name: [0.0] * run.n_rounds for name in run.policies}
+    known = oracle_mean is not None
+    regret_curve = {name: [0.0] * run.n_rounds for name in run.policies}
+    oracle_curve = [0.0] * run.n_rounds
     for row in events.values("policy", "round").annotate(
-        n=Count("id"), units=Sum(RewardUnits("reward"))
+        n=Count("id"),
+        units=Sum(RewardUnits("reward")),
+        expected_units=Sum("expected_units"),
+        oracle_units=Sum("oracle_units"),
     ):
         curve[row["policy"]][row["round"]] = _mean(_reward(row["units"]), row["n"])
+        if known:
+            gap = int(row["oracle_units"]) - int(row["expected_units"])
+            regret_curve[row["policy"]][row["round"]] = _units_mean(gap, row["n"])
+            oracle_curve[row["round"]] = _units_mean(row["oracle_units"], row["n"])
 
     # 3. What each policy picked and how users reacted, in one grouping.
     age_bucket = Case(
@@ -220,6 +325,15 @@ def run_summary_compute(*, run: Run) -> dict:
         "winners": winners,
         "curve": curve,
         "picks": picks,
+        "oracle_mean": oracle_mean,
+        "oracle_curve": oracle_curve if known else None,
+        "regret_curve": regret_curve if known else None,
+        # What the gate reads to pair any two of the run's policies by user.
+        "per_user": {
+            "users": moments.users,
+            "means": moments.means,
+            "covariance": moments.covariance,
+        },
     }
 
 

@@ -79,12 +79,39 @@ class TimingsSerializer(serializers.Serializer):
         return None if seconds is None else round(seconds, 3)
 
 
+class DifferenceSerializer(serializers.Serializer):
+    mean = serializers.FloatField()
+    low = serializers.FloatField(allow_null=True)
+    high = serializers.FloatField(allow_null=True)
+
+
 class PolicyResultSerializer(serializers.Serializer):
     policy = serializers.CharField()
     total_reward = serializers.FloatField()
     mean_reward = serializers.FloatField()
+    mean_ci = serializers.ListField(
+        child=serializers.FloatField(),
+        min_length=2,
+        max_length=2,
+        allow_null=True,
+        help_text="[low, high]: the 95% Student t interval of the mean reward "
+        "over users (each user's mean over the rounds); null under 2 users.",
+    )
+    diff_vs_first = DifferenceSerializer(
+        allow_null=True,
+        help_text="This policy minus the run's first, paired by user, with its "
+        "95% t interval; null for the first policy.",
+    )
     pulls = serializers.IntegerField()
     explorations = serializers.IntegerField()
+    expected_reward = serializers.FloatField(
+        allow_null=True,
+        help_text="The mean expected reward of its picks, for a judge that knows "
+        "it (rule); else null.",
+    )
+    regret = serializers.FloatField(
+        allow_null=True, help_text="oracle_mean - expected_reward; null likewise."
+    )
 
 
 class PersonaResultSerializer(serializers.Serializer):
@@ -111,6 +138,26 @@ class ResultsSerializer(serializers.Serializer):
     picks = serializers.DictField(
         help_text="Per policy, what it picked: counts by priority, overdue, "
         "task age, and the users' reactions."
+    )
+    oracle_mean = serializers.FloatField(
+        allow_null=True,
+        help_text="The mean expected reward of the best candidate every round, "
+        "for a judge that knows expected rewards; else null.",
+    )
+    oracle_curve = serializers.ListField(
+        child=serializers.FloatField(),
+        allow_null=True,
+        help_text="The oracle's expected reward per round.",
+    )
+    regret_curve = serializers.DictField(
+        child=serializers.ListField(child=serializers.FloatField()),
+        allow_null=True,
+        help_text="Per policy, its regret in each round.",
+    )
+    per_user = serializers.DictField(
+        help_text="{users, means, covariance}: the moments of the per-user mean "
+        "rewards, in the run's policy order; any two policies' paired difference "
+        "follows from them (the promotion gate reads it)."
     )
 
 

@@ -34,7 +34,12 @@ from simulations import engine
 from simulations.judges import JUDGES
 from simulations.models import ChunkStatus, Run, RunChunk, RunEvent, RunStatus
 from simulations.personas import PERSONA_NAMES
-from simulations.selectors import policy_spec, run_get, run_summary_compute
+from simulations.selectors import (
+    REWARD_UNIT,
+    policy_spec,
+    run_get,
+    run_summary_compute,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -209,6 +214,8 @@ _EVENT_COLUMNS = (
     "dwell_ms",
     "reward",
     "explored",
+    "expected_units",
+    "oracle_units",
 )
 
 
@@ -221,6 +228,13 @@ def _event_columns(
     kinds = np.array(inference.KINDS, dtype=object)
     dwell = events.dwell_ms.astype(object)
     dwell[np.isnan(events.dwell_ms)] = None
+
+    def units_or_none(values: np.ndarray) -> list:
+        """Expected rewards in whole millionths; None for a judge without them."""
+        if np.isnan(values).all():
+            return [None] * len(values)
+        return np.rint(values * REWARD_UNIT).astype(np.int64).tolist()
+
     return [
         [run_id] * len(events),
         names[events.policy].tolist(),
@@ -236,6 +250,8 @@ def _event_columns(
         [None if d is None else int(d) for d in dwell.tolist()],
         events.reward.tolist(),
         events.explored.tolist(),
+        units_or_none(events.expected_reward),
+        units_or_none(events.oracle_reward),
     ]
 
 

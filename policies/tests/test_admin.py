@@ -6,6 +6,7 @@ import re
 import uuid
 from datetime import timedelta
 
+import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -285,7 +286,78 @@ def test_a_shadow_value_is_estimated_from_the_active_policy_rewards():
     value = values[Policy.objects.get(name="egreedy-v2").id]
     w = [1.0, 1.0, 0.05 / 0.95]  # shadow's probability / active's propensity
     assert value.samples == 3 and value.matched == 3
-    assert value.ips == pytest.approx((1.0 - 1.0 + w[2]) / 3, abs=1e-12)
-    assert value.snips == pytest.approx(w[2] / sum(w), abs=1e-12)
+    assert value.snips.value == pytest.approx(w[2] / sum(w), abs=1e-12)
+    # DR: the shadow's value of its own policy on each request (0.86 on all
+    # three) plus w times its error on the logged pick: 0.1, -1.1, 0.9.
+    dr = (0.86 + 0.1 + 0.86 - 1.1 + 0.86 + w[2] * 0.9) / 3
+    assert value.dr.value == pytest.approx(dr, abs=1e-12)
+    assert value.effective_samples == pytest.approx(sum(w) ** 2 / (2 + w[2] ** 2))
     assert value.logged_mean == pytest.approx(1 / 3, abs=1e-12)
+    assert not value.enough  # three samples
+    for estimate in (value.snips, value.dr):
+        assert estimate.low <= estimate.value <= estimate.high
     assert set(values) == {Policy.objects.get(name="egreedy-v2").id}
+
+
+def _rewarded_requests(count: int, seed: int = 0) -> None:
+    """``count`` requests where egreedy-v1 (active) picked and was rewarded and
+    egreedy-v2 (shadow) scored the same two candidates."""
+    rng = np.random.default_rng(seed)
+    active = Policy.objects.get(name="egreedy-v1")
+    for _ in range(count):
+        request = uuid.uuid4()
+        explored = rng.random() < 0.1
+        pick = "b" if explored else "a"
+        decision = _decision(
+            "egreedy-v1", request, pick, propensity=0.05 if explored else 0.95
+        )
+        estimates = (0.6, 0.2) if rng.random() < 0.7 else (0.2, 0.6)
+        _decision("egreedy-v2", request, "a", estimates=estimates)
+        Reward.objects.create(
+            policy=active,
+            user_id="u1",
+            tip_id=pick,
+            reward=float(rng.choice([1.0, -1.0, 0.1])),
+            decision=decision,
+            fingerprint="x",
+            features=[0.0],
+        )
+
+
+def _off_policy_cells(html: str) -> list[str]:
+    return re.findall(r'<td class="oo-num oo-off-policy"[^>]*>(.*?)</td>', html)
+
+
+@pytest.mark.django_db
+def test_the_control_room_shows_snips_and_dr_with_stable_intervals(client, staff_user):
+    _rewarded_requests(200)
+    client.force_login(staff_user)
+
+    html = client.get("/admin/policies/").content.decode()
+
+    value = selectors.shadow_values(
+        since=timezone.now() - timedelta(days=1),
+        shadows=Policy.objects.filter(role="shadow"),
+    )[Policy.objects.get(name="egreedy-v2").id]
+    assert value.enough and value.samples == 200
+    cells = _off_policy_cells(html)
+    assert len(cells) == 2  # SNIPS and DR of the one shadow
+    for cell, estimate in zip(cells, (value.snips, value.dr), strict=True):
+        assert cell.startswith(f"{estimate.value:.3f}")
+        assert f"[{estimate.low:.3f}, {estimate.high:.3f}]</div>" in cell
+        assert estimate.low < estimate.value < estimate.high
+    assert f'200 <span class="oo-quiet">({value.effective_samples:.0f})' in html
+    # Seeded: the same log shows the same intervals.
+    assert _off_policy_cells(client.get("/admin/policies/").content.decode()) == cells
+
+
+@pytest.mark.django_db
+def test_the_control_room_says_not_enough_data_below_the_minimum(client, staff_user):
+    _rewarded_requests(10)
+    client.force_login(staff_user)
+
+    html = client.get("/admin/policies/").content.decode()
+
+    assert _off_policy_cells(html) == []
+    assert "not enough data" in html
+    assert '10 <span class="oo-quiet">(' in html

@@ -625,33 +625,3 @@ def test_linucb_probabilities_are_certain_on_the_upper_bound():
         "linucb", {"alpha": 1.0}, np.array([0.1, 0.2]), np.array([0.3, 0.1])
     )
     assert probabilities.tolist() == [1.0, 0.0]
-
-
-def test_off_policy_value_by_hand():
-    value = bandits.off_policy_value(
-        target=[0.8, 0.1, 1.0], logged=[0.5, 0.05, 1.0], rewards=[1.0, -1.0, 0.5]
-    )
-    # w = 1.6, 2, 1; w r = 1.6, -2, 0.5
-    assert value.samples == 3 and value.matched == 3
-    assert value.ips == pytest.approx(0.1 / 3, abs=1e-12)
-    assert value.snips == pytest.approx(0.1 / 4.6, abs=1e-12)
-    assert value.logged_mean == pytest.approx(0.5 / 3, abs=1e-12)
-
-
-def test_off_policy_value_recovers_a_known_arm_from_uniform_logs():
-    rng = np.random.default_rng(5)
-    means = np.array([0.1, 0.7, 0.3])
-    actions = rng.integers(3, size=20_000)
-    rewards = rng.normal(means[actions], 0.5)
-    target = (actions == 1).astype(float)  # always picks arm 1
-
-    value = bandits.off_policy_value(target, np.full(actions.shape, 1 / 3), rewards)
-
-    assert value.ips == pytest.approx(0.7, abs=0.03)
-    assert value.snips == pytest.approx(0.7, abs=0.02)
-    assert value.matched == int(target.sum())
-
-
-def test_off_policy_value_with_no_overlap_has_no_snips():
-    value = bandits.off_policy_value([0.0, 0.0], [0.5, 0.5], [1.0, 1.0])
-    assert value.snips is None and value.ips == 0.0 and value.matched == 0

@@ -145,7 +145,7 @@ def test_a_user_state_page_shows_theta_and_why_each_pick_won_and_resets(
 def test_promote_shows_the_evidence_or_the_refusal_and_rollback_undoes_it(
     admin_page,
 ):
-    from policies.tests.test_promotion_api import simulate, with_means
+    from policies.tests.test_promotion_api import DECISIVE, SMALL, simulate
 
     page = admin_page
     page.goto("/admin/policies/")
@@ -156,9 +156,27 @@ def test_promote_shows_the_evidence_or_the_refusal_and_rollback_undoes_it(
         "href", "/admin/simulations/?policies=egreedy-v1&policies=egreedy-v2"
     )
 
-    with_means(simulate(), egreedy_v1=0.4, egreedy_v2=0.45)
+    small = simulate(**SMALL)
     page.reload()
-    expect(page.locator("#evidence")).to_contain_text("0.4500")
+    expect(page.locator("#refusal")).to_contain_text(
+        "Inconclusive: In simulation " + str(small.id)
+    )
+    expect(page.locator("#verdict")).to_contain_text("inconclusive")
+    expect(page.locator("#gate-chart")).to_have_class(re.compile("inconclusive"))
+    expect(page.locator("#simulate-link")).to_have_attribute(
+        "href", re.compile(r"policies=egreedy-v2&n_users=\d+$")
+    )
+    expect(page.locator("#promote-form")).to_have_count(0)
+
+    decisive = simulate(**DECISIVE)
+    page.reload()
+    expect(page.locator("#difference")).to_contain_text("200 users")
+    expect(page.locator("#difference")).to_contain_text("[0.0094, 0.0277]")
+    expect(page.locator("#gate-chart")).to_have_class(re.compile("pass"))
+    expect(
+        page.get_by_role("img", name=re.compile("^Shadow minus active"))
+    ).to_be_visible()
+    expect(page.locator("#evidence-run")).to_have_text(str(decisive.id))
     page.get_by_role("button", name="Promote egreedy-v2").click()
 
     expect(page.locator(".messagelist")).to_contain_text(
@@ -170,6 +188,7 @@ def test_promote_shows_the_evidence_or_the_refusal_and_rollback_undoes_it(
     expect(latest.get_by_role("link", name="evidence: simulation")).to_have_attribute(
         "href", re.compile(r"/admin/simulations/run/[0-9a-f-]+/change/")
     )
+    expect(latest).to_contain_text("[0.0094, 0.0277] over 200 users, pass")
     assert Policy.objects.get(role="active").name == "egreedy-v2"
 
     page.once("dialog", lambda dialog: dialog.accept())

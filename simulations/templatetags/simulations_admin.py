@@ -10,3 +10,13 @@ def thousands(value) -> str:
         return f"{int(value):,}"
     except (TypeError, ValueError):
         return str(value)
+
+
+@register.filter
+def signed(value, digits=4) -> str:
+    """0.0123 → "+0.0123", -0.5 → "−0.5000": a difference shows its sign."""
+    try:
+        text = f"{float(value):+.{int(digits)}f}"
+    except (TypeError, ValueError):
+        return str(value)
+    return text.replace("-", "\u2212")

@@ -408,3 +408,58 @@ def test_the_poll_refuses_bad_ids(staff):
     many = [str(uuid.uuid4()) for _ in range(101)]
     assert staff.get(url, {"id": many}).status_code == 400
     assert staff.get(url).json() == {"runs": []}
+
+
+def test_the_results_show_intervals_differences_and_regret(staff):
+    run = finished()
+    html = staff.get(page_of(run)).content.decode()
+
+    results = html[html.index('id="results"') : html.index('id="curve"')]
+    assert "Minus egreedy-v1" in results and "Regret" in results
+    for row in run.summary["policies"]:
+        line = re.search(
+            rf'<tr[^>]*data-policy="{row["policy"]}">.*?</tr>', results, re.S
+        ).group(0)
+        low, high = row["mean_ci"]
+        assert f"[{low:.4f}, {high:.4f}]" in line
+        assert f'<td class="oo-num oo-regret">{row["regret"]:.4f}</td>' in line
+        diff = row["diff_vs_first"]
+        if diff is not None:
+            signed = f"{diff['low']:+.4f}".replace("-", "\u2212")
+            assert signed in line
+    assert f"expects {run.summary['oracle_mean']:.4f}" in results
+
+
+def test_the_regret_curve_is_drawn_beside_the_reward_curves(staff):
+    run = finished()
+    html = staff.get(page_of(run), {"smooth": "1"}).content.decode()
+
+    start = html.index('<svg class="oo-chart" id="regret-chart"')
+    svg = ET.fromstring(html[start : html.index("</svg>", start) + len("</svg>")])
+    title = svg.find(f"{SVG}title").text
+    assert title == "Regret per round"
+    lines = svg.findall(f".//{SVG}polyline")
+    assert [line.get("data-policy") for line in lines] == run.policies
+    assert all(len(line.get("points").split()) == 12 for line in lines)
+    labels = [
+        t.text for t in svg.iter(f"{SVG}text") if t.get("class") == "oo-chart-label"
+    ]
+    assert labels == ["Round", "Regret"]
+    assert 'id="reward-chart"' in html
+
+
+def test_a_run_without_regret_or_older_results_still_shows(staff):
+    run = finished()
+    summary = run.summary
+    for row in summary["policies"]:  # as summarised before intervals and regret
+        for key in ("mean_ci", "diff_vs_first", "expected_reward", "regret"):
+            row.pop(key)
+    for key in ("oracle_mean", "oracle_curve", "regret_curve", "per_user"):
+        summary.pop(key)
+    run.save(update_fields=["summary"])
+
+    response = staff.get(page_of(run))
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'id="regret-chart"' not in html and 'id="reward-chart"' in html

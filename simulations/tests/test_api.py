@@ -112,6 +112,16 @@ def test_a_run_started_over_the_api_runs_on_the_workers_and_reports_its_results(
         ("egreedy-v2", 42),
     ]
     assert all(-1.0 <= p["mean_reward"] <= 1.0 for p in results["policies"])
+    first, second = results["policies"]
+    for row in results["policies"]:
+        low, high = row["mean_ci"]
+        assert low < row["mean_reward"] < high
+        assert row["regret"] == pytest.approx(
+            results["oracle_mean"] - row["expected_reward"], abs=2e-6
+        )
+    assert first["diff_vs_first"] is None
+    assert set(second["diff_vs_first"]) == {"mean", "low", "high"}
+    assert set(results["regret_curve"]) == {"egreedy-v1", "egreedy-v2"}
     assert RunEvent.objects.filter(run_id=run_id).count() == 2 * 7 * 6
 
 
@@ -298,4 +308,7 @@ def test_the_schema_documents_the_simulation_routes(staff_api):
         "n_rounds",
         "seed",
     }
-    assert "mean_reward" in components["PolicyResult"]["properties"]
+    properties = components["PolicyResult"]["properties"]
+    for name in ("mean_reward", "mean_ci", "diff_vs_first", "regret"):
+        assert name in properties, name
+    assert "oracle_mean" in components["Results"]["properties"]

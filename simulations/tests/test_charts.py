@@ -83,3 +83,35 @@ def test_many_policies_wrap_the_legend_and_push_the_plot_down():
 )
 def test_nice_steps(span, count, step):
     assert charts.nice_step(span, count) == pytest.approx(step)
+
+
+def test_the_gate_interval_sits_on_its_axis_beside_zero_and_the_floor():
+    chart = charts.interval_chart(
+        mean=0.01, low=-0.02, high=0.04, margin=0.005, outcome="inconclusive"
+    )
+    # Left to right: the interval's low end, the floor -0.005, 0, the mean, high.
+    assert chart.low_x < chart.floor_x < chart.zero_x < chart.mean_x < chart.high_x
+    # The scale is linear: 0.06 of difference over the bar, 0.005 to the floor.
+    per_unit = (chart.high_x - chart.low_x) / 0.06
+    assert chart.zero_x - chart.floor_x == pytest.approx(0.005 * per_unit)
+    assert chart.mean_x - chart.zero_x == pytest.approx(0.01 * per_unit)
+    assert chart.axis_left <= chart.low_x and chart.high_x <= chart.axis_right
+    assert (chart.low_label, chart.high_label, chart.floor_label) == (
+        "\u22120.0200",
+        "+0.0400",
+        "\u22120.005",
+    )
+    labels = [t.label for t in chart.ticks]
+    assert "0" in labels
+
+
+def test_an_interval_far_above_zero_keeps_zero_in_view():
+    chart = charts.interval_chart(
+        mean=0.5, low=0.4, high=0.6, margin=0.0, outcome="pass"
+    )
+    assert chart.axis_left <= chart.zero_x == chart.floor_x < chart.low_x
+    assert chart.floor_label == "0"
+    point = charts.interval_chart(
+        mean=0.0, low=0.0, high=0.0, margin=0.0, outcome="pass"
+    )
+    assert point.bar_width >= 1.0

@@ -46,12 +46,37 @@ def test_the_done_when_command_prints_the_table_identically_twice():
         "reward",
         "mean",
         "reward",
+        "95%",
+        "interval",
         "pulls",
     ]
     for offset, name in enumerate(["egreedy-v1", "egreedy-v2"], start=1):
         cells = lines[header + offset].split()
         assert cells[0] == name and cells[-1] == "100"  # 5 users x 20 rounds
         assert float(cells[2]) == pytest.approx(float(cells[1]) / 100, abs=1e-4)
+        low, high = float(cells[3].strip("[,")), float(cells[4].strip("]"))
+        assert low < float(cells[2]) < high
+    # The paired difference, as the engine's per-user means give it (5 users,
+    # t with 4 degrees of freedom).
+    paired = lines.index(
+        "paired by user, each policy minus egreedy-v1 (95% t interval over 5 users)"
+    )
+    assert lines[paired + 1].split() == [
+        "egreedy-v2",
+        "+0.0090",
+        "[-0.1011,",
+        "+0.1191]",
+    ]
+    oracle = next(line for line in lines if line.startswith("oracle "))
+    assert oracle.startswith("oracle (the best candidate every round): expected mean")
+    oracle_mean = float(oracle.split()[-1])
+    at = lines.index(oracle)
+    assert lines[at + 1].split() == ["policy", "expected", "reward", "regret"]
+    for offset, name in enumerate(["egreedy-v1", "egreedy-v2"], start=2):
+        cells = lines[at + offset].split()
+        assert cells[0] == name
+        assert float(cells[2]) == pytest.approx(oracle_mean - float(cells[1]), abs=2e-4)
+        assert float(cells[2]) > 0
     for persona in PERSONA_NAMES:
         row = next(line for line in lines if line.startswith(persona))
         assert row.split()[1] in ("egreedy-v1", "egreedy-v2")

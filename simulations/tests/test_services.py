@@ -332,3 +332,103 @@ def test_finishing_a_finished_run_changes_nothing():
     run = services.run_execute(run_id=create().id)
     again = services.run_finish(run_id=run.id)
     assert again.summary == run.summary and again.finished_at == run.finished_at
+
+
+def _per_user_means(run: Run, column: str = "reward") -> dict[str, np.ndarray]:
+    sums = {name: np.zeros(run.n_users) for name in run.policies}
+    for policy, user, value in RunEvent.objects.filter(run=run).values_list(
+        "policy", "user_index", column
+    ):
+        sums[policy][user] += value
+    return {name: total / run.n_rounds for name, total in sums.items()}
+
+
+def test_the_summary_intervals_are_t_intervals_of_the_per_user_means():
+    run = services.run_execute(
+        run_id=create(policies=["linucb-v1", *POLICIES], n_users=10, n_rounds=8).id
+    )
+    means = _per_user_means(run)
+    t9 = 2.262157163  # Student's t, 9 degrees of freedom, 95%
+    first = means["linucb-v1"]
+    for row in run.summary["policies"]:
+        mine = means[row["policy"]]
+        half = t9 * mine.std(ddof=1) / np.sqrt(10)
+        assert row["mean_ci"] == pytest.approx(
+            [mine.mean() - half, mine.mean() + half], abs=2e-6
+        )
+        if row["policy"] == "linucb-v1":
+            assert row["diff_vs_first"] is None
+            continue
+        paired = mine - first
+        half = t9 * paired.std(ddof=1) / np.sqrt(10)
+        assert row["diff_vs_first"] == pytest.approx(
+            {
+                "mean": paired.mean(),
+                "low": paired.mean() - half,
+                "high": paired.mean() + half,
+            },
+            abs=2e-6,
+        )
+    per_user = run.summary["per_user"]
+    assert per_user["users"] == 10
+    assert per_user["means"] == pytest.approx([m.mean() for m in means.values()])
+
+
+def test_the_summary_has_the_oracle_and_each_policys_regret_overall_and_by_round():
+    run = services.run_execute(run_id=create(n_users=10, n_rounds=8).id)
+    events = RunEvent.objects.filter(run=run)
+    summary = run.summary
+    oracle = (
+        np.mean(
+            events.filter(policy=POLICIES[0]).values_list("oracle_units", flat=True)
+        )
+        / 1e6
+    )
+    assert summary["oracle_mean"] == pytest.approx(oracle, abs=1e-6)
+    for row in summary["policies"]:
+        mine = events.filter(policy=row["policy"])
+        expected = np.mean(mine.values_list("expected_units", flat=True)) / 1e6
+        assert row["expected_reward"] == pytest.approx(expected, abs=1e-6)
+        assert row["regret"] == pytest.approx(oracle - expected, abs=1e-6)
+        assert row["regret"] > 0
+        curve = summary["regret_curve"][row["policy"]]
+        assert len(curve) == 8
+        for r in (0, 7):
+            gaps = [
+                (o - e) / 1e6
+                for o, e in mine.filter(round=r).values_list(
+                    "oracle_units", "expected_units"
+                )
+            ]
+            assert curve[r] == pytest.approx(np.mean(gaps), abs=1e-6)
+        assert np.mean(curve) == pytest.approx(row["regret"], abs=1e-5)
+    assert len(summary["oracle_curve"]) == 8
+
+
+def test_a_judge_without_expected_rewards_gives_no_oracle_or_regret(monkeypatch):
+    rule = JUDGES["rule"]
+
+    class Blind:
+        name, uniforms = "blind", rule.uniforms
+
+        def react(self, **arguments):
+            return rule.react(**arguments)
+
+    monkeypatch.setitem(JUDGES, "blind", Blind())
+    run = services.run_execute(run_id=create(judge="blind").id)
+
+    assert RunEvent.objects.filter(run=run, expected_units__isnull=False).count() == 0
+    summary = run.summary
+    assert summary["oracle_mean"] is None and summary["regret_curve"] is None
+    assert all(row["regret"] is None for row in summary["policies"])
+    assert all(row["mean_ci"] is not None for row in summary["policies"])
+
+
+def test_one_user_has_means_but_no_intervals():
+    run = services.run_execute(run_id=create(n_users=1, chunk_users=1).id)
+    first, second = run.summary["policies"]
+    assert first["mean_ci"] is None and second["mean_ci"] is None
+    assert second["diff_vs_first"]["low"] is None
+    assert second["diff_vs_first"]["mean"] == pytest.approx(
+        second["mean_reward"] - first["mean_reward"], abs=1e-6
+    )

@@ -26,7 +26,8 @@ class Command(BaseCommand):
     help = (
         "Simulate policies on synthetic users (SPEC section 8) in this process or "
         "on the Celery workers (--workers), store the events, and print the "
-        "per-policy table and per-persona winners."
+        "per-policy table with 95% intervals, the paired differences from the "
+        "first policy, the regrets against the oracle and per-persona winners."
     )
 
     def add_arguments(self, parser):
@@ -129,22 +130,58 @@ class Command(BaseCommand):
             self.stderr.write("")
 
 
+def _ci(low: float | None, high: float | None) -> str:
+    return "—" if low is None else f"[{low:+.4f}, {high:+.4f}]"
+
+
 def report(run: Run) -> str:
-    """The per-policy table and the per-persona winners, as plain text."""
+    """The per-policy table with 95% intervals, the paired differences from the
+    first policy, the oracle and the regrets, and the per-persona winners, as
+    plain text."""
     summary = run.summary
     width = max(len("policy"), *(len(p) for p in run.policies))
+    ci_width = len("[+0.0000, +0.0000]")
     lines = [
         f"policies {', '.join(run.policies)}; judge {run.judge}; "
         f"{run.n_users:,} users x {run.n_rounds:,} rounds x "
         f"{run.n_candidates} candidates; seed {run.seed}",
         "",
-        f"{'policy':<{width}}  {'total reward':>12}  {'mean reward':>11}  {'pulls':>9}",
+        f"{'policy':<{width}}  {'total reward':>12}  {'mean reward':>11}  "
+        f"{'95% interval':<{ci_width}}  {'pulls':>9}",
     ]
     for row in summary["policies"]:
+        ci = row.get("mean_ci") or (None, None)
         lines.append(
             f"{row['policy']:<{width}}  {row['total_reward']:>12.3f}  "
-            f"{row['mean_reward']:>11.4f}  {row['pulls']:>9,}"
+            f"{row['mean_reward']:>11.4f}  {_ci(*ci):<{ci_width}}  "
+            f"{row['pulls']:>9,}"
         )
+    first = run.policies[0]
+    lines += [
+        "",
+        f"paired by user, each policy minus {first} (95% t interval over "
+        f"{run.n_users:,} users)",
+    ]
+    for row in summary["policies"][1:]:
+        diff = row.get("diff_vs_first")
+        if diff is None:
+            continue
+        lines.append(
+            f"{row['policy']:<{width}}  {diff['mean']:>+11.4f}  "
+            f"{_ci(diff['low'], diff['high'])}"
+        )
+    if summary.get("oracle_mean") is not None:
+        lines += [
+            "",
+            f"oracle (the best candidate every round): expected mean reward "
+            f"{summary['oracle_mean']:.4f}",
+            f"{'policy':<{width}}  {'expected reward':>15}  {'regret':>8}",
+        ]
+        for row in summary["policies"]:
+            lines.append(
+                f"{row['policy']:<{width}}  {row['expected_reward']:>15.4f}  "
+                f"{row['regret']:>8.4f}"
+            )
     means = {(r["persona"], r["policy"]): r["mean_reward"] for r in summary["personas"]}
     persona_width = max(
         len("persona"), *(len(w["persona"]) for w in summary["winners"])
