@@ -100,6 +100,12 @@ def _why(decisions) -> str:
                 "bonus": bonus,
                 "bound": None if bonus is None else estimate + bonus,
                 "picked": index == decision.pick_index,
+                "shared": None
+                if decision.shared_estimates is None
+                else decision.shared_estimates[index],
+                "personal": None
+                if decision.shared_estimates is None
+                else estimate - decision.shared_estimates[index],
             }
             for index, (candidate, estimate, bonus) in enumerate(
                 zip(decision.candidates, decision.estimates, bonuses, strict=True)
@@ -114,6 +120,9 @@ def control_room(request: HttpRequest) -> TemplateResponse:
     if not staff_may(request.user, POLICY_VIEW):
         raise PermissionDenied
     activity = selectors.policy_activity(since=timezone.now() - timedelta(days=1))
+    shared = selectors.shared_models_current()
+    for row in activity:
+        row.policy.shared_model = shared.get(row.policy.id)
     context = {
         **admin.site.each_context(request),
         "title": "Policies",

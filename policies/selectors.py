@@ -11,7 +11,7 @@ from datetime import datetime
 import numpy as np
 from django.conf import settings
 from django.db.backends.utils import CursorWrapper
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, OuterRef, Q, Subquery, Sum
 
 from oo_ml.db import fetch_all, fetch_one
 from oo_ml.errors import NotFound
@@ -441,3 +441,19 @@ def shadow_values(
             rng=np.random.default_rng(stats.BOOTSTRAP_SEED),
         )
     return values
+
+
+def shared_models_current() -> dict[int, SharedModel]:
+    """Each hybrid policy's current shared model (its latest version), by
+    policy id, in one query; the arrays are left unread."""
+    latest = (
+        SharedModel.objects.filter(policy=OuterRef("policy"))
+        .order_by("-version")
+        .values("version")[:1]
+    )
+    return {
+        model.policy_id: model
+        for model in SharedModel.objects.filter(version=Subquery(latest)).defer(
+            "weights_bytes", "gram_bytes", "moment_bytes"
+        )
+    }

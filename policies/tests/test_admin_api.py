@@ -31,6 +31,7 @@ def test_staff_list_every_policy_active_first(staff_token_api):
     assert [(p["name"], p["role"], p["enabled"]) for p in policies] == [
         ("egreedy-v1", "active", False),
         ("egreedy-v2", "shadow", False),
+        ("hybrid-v1", "shadow", False),
         ("linucb-v1", "retired", False),
     ]
     v2 = policies[1]
@@ -182,8 +183,14 @@ def test_reset_is_recorded_once_per_policy_it_touched(api, staff_token_api):
 
     assert response.status_code == 200
     changes = {c.policy.name: c for c in PolicyChange.objects.all()}
-    assert set(changes) == {"egreedy-v1", "egreedy-v2"}
+    # hybrid-v1 learned the reward live, without scoring: it is recorded too.
+    assert set(changes) == {"egreedy-v1", "egreedy-v2", "hybrid-v1"}
     v1, v2 = changes["egreedy-v1"], changes["egreedy-v2"]
+    assert changes["hybrid-v1"].before == {
+        "reward_count": 1,
+        "cumulative_reward": 0.5,
+        "decisions": 0,
+    }
     assert v1.before == {"reward_count": 1, "cumulative_reward": 0.5, "decisions": 1}
     # The shadow learned the active policy's reward (learning from live rewards).
     assert v2.before == {"reward_count": 1, "cumulative_reward": 0.5, "decisions": 1}

@@ -150,7 +150,7 @@ def test_reward_with_a_decision_trains_the_deciding_policy_on_the_logged_vector(
     )
 
     assert answer["policy"] == "egreedy-v2"
-    assert answer["learned_by"] == ["egreedy-v1"]
+    assert answer["learned_by"] == ["egreedy-v1", "hybrid-v1"]
     state = BanditState.objects.select_related("policy").get(policy__name="egreedy-v2")
     x = np.array(shadow.features[2])  # call-mum, as encoded at decision time
     np.testing.assert_allclose(state.a, np.eye(12) + np.outer(x, x), atol=1e-12)
@@ -161,7 +161,10 @@ def test_reward_with_a_decision_trains_the_deciding_policy_on_the_logged_vector(
     np.testing.assert_allclose(active.b, x[:7], atol=1e-12)
     own = Reward.objects.get(learned=False)
     assert own.decision_id == shadow.id and own.policy.name == "egreedy-v2"
-    assert Reward.objects.get(learned=True).policy.name == "egreedy-v1"
+    assert {r.policy.name for r in Reward.objects.filter(learned=True)} == {
+        "egreedy-v1",
+        "hybrid-v1",
+    }
 
 
 @pytest.mark.django_db
@@ -181,11 +184,11 @@ def test_replaying_an_event_changes_nothing_and_says_so(api):
 
     assert first["applied"] and not again["applied"] and again["replayed"]
     # The replay says what the reward did the first time, learners included.
-    assert first["learned_by"] == again["learned_by"] == ["egreedy-v2"]
+    assert first["learned_by"] == again["learned_by"] == ["egreedy-v2", "hybrid-v1"]
     states_after = {s.policy_id: bytes(s.a_bytes) for s in BanditState.objects.all()}
-    assert states_after == states_before and len(states_after) == 2
+    assert states_after == states_before and len(states_after) == 3
     assert {s.reward_count for s in BanditState.objects.all()} == {1}
-    assert Reward.objects.count() == 2
+    assert Reward.objects.count() == 3
 
 
 @pytest.mark.django_db
@@ -293,15 +296,15 @@ def test_reset_clears_every_policy_state_and_history_but_keeps_the_reward_log(
     assert answer.status_code == 200
     assert answer.json() == {
         "user_id": "u1",
-        "states_deleted": 2,
+        "states_deleted": 3,  # hybrid-v1 learned the first reward live
         "decisions_deleted": 2,
     }
     assert not BanditState.objects.filter(user_id="u1").exists()
     assert not Decision.objects.filter(user_id="u1").exists()
     assert Decision.objects.filter(user_id="someone-else").count() == 2
-    # The decision's reward trained egreedy-v1 and, learning, egreedy-v2; the
-    # named route trained egreedy-v2 alone.
-    assert Reward.objects.filter(user_id="u1").count() == 3
+    # The decision's reward trained egreedy-v1 and, learning, egreedy-v2 and
+    # hybrid-v1; the named route trained egreedy-v2 alone.
+    assert Reward.objects.filter(user_id="u1").count() == 4
     # The log keeps its rows; their link to the cleared decision is gone.
     assert not Reward.objects.filter(decision__isnull=False).exists()
     assert api.get("/features/u1").status_code == 404
@@ -330,8 +333,8 @@ def test_score_costs_a_fixed_number_of_queries(api, django_assert_num_queries):
 
 @pytest.mark.django_db
 def test_score_without_a_profile_policy_sends_exactly_the_two_statements(api):
-    # Nothing that reads the profile scores or learns: egreedy-v2 learns nothing.
-    Policy.objects.filter(name="egreedy-v2").update(learns_live=False)
+    # Nothing that reads the profile scores or learns: the D=12 shadows learn nothing.
+    Policy.objects.filter(dimension=12).update(learns_live=False)
     score(api)  # warms the token cache
     with CaptureQueriesContext(connection) as queries:
         score(api)  # the active policy is D=7, no shadow is on, no profile sent

@@ -113,8 +113,8 @@ def test_a_user_state_page_shows_theta_and_why_each_pick_won_and_resets(
     page.goto("/admin/policies/")
     page.get_by_label("One user's state").fill("u-42")
     page.get_by_role("button", name="Open").click()
-    # Every policy that learned: the active one, and egreedy-v2 learning live.
-    expect(page.get_by_role("link", name="u-42")).to_have_count(2)
+    # Every policy that learned: the active one, and the shadows learning live.
+    expect(page.get_by_role("link", name="u-42")).to_have_count(3)
     page.get_by_role("row", name=re.compile("egreedy-v1")).get_by_role(
         "link", name="u-42"
     ).click()
@@ -139,6 +139,7 @@ def test_a_user_state_page_shows_theta_and_why_each_pick_won_and_resets(
     assert {c.policy.name: c.before["reward_count"] for c in changes} == {
         "egreedy-v1": 3,
         "egreedy-v2": 3,
+        "hybrid-v1": 3,
     }
 
 

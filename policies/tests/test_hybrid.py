@@ -251,3 +251,66 @@ def test_the_beat_task_refits_every_hybrid_policy_with_new_rewards(api):
     _reward(api, _score(api))
     assert refit_shared_models() == 1
     assert SharedModel.objects.get(version=2).rewards == 1
+
+
+@pytestmark_db
+def test_the_admin_shows_the_shared_model_and_each_estimates_two_parts(
+    api, client, staff_user
+):
+    client.force_login(staff_user)
+    room = client.get("/admin/policies/").content.decode()
+    assert "No shared model yet" in room
+
+    _reward(api, _score(api))
+    shared_model_refit(policy_name="hybrid-v1")
+    _score(api)
+    room = client.get("/admin/policies/").content.decode()
+    assert "Shared model v1, refit" in room and "on 1 reward" in room
+
+    from policies.models import BanditState
+
+    state = BanditState.objects.get(policy__name="hybrid-v1", user_id="u1")
+    page = client.get(f"/admin/policies/banditstate/{state.pk}/change/")
+    html = page.content.decode()
+    assert "Shared part" in html and "Personal part" in html
+    decision = Decision.objects.filter(model_version=1).get()
+    first = decision.estimates[0] - decision.shared_estimates[0]
+    assert f"{first:.6f}" in html
+
+
+@pytestmark_db
+def test_hybrid_v1_rolls_out_as_any_policy_shadow_simulation_gate_promotion(
+    api, staff_api
+):
+    from policies.tests.test_promotion_api import simulate
+
+    toggle = staff_api.post("/api/admin/policies/hybrid-v1/toggle", {}, format="json")
+    assert toggle.json()["enabled"] is True
+    shadowed = api.post(
+        "/score", {"user_id": "u1", "candidates": CANDIDATES}, format="json"
+    ).json()
+    assert shadowed["policy"] == "egreedy-v1"
+    assert Decision.objects.filter(
+        request_id=Decision.objects.get(id=shadowed["decision_id"]).request_id,
+        policy__name="hybrid-v1",
+    ).exists()
+    # A run big enough to decide: the shared model needs a population.
+    run = simulate(
+        policies=("egreedy-v1", "hybrid-v1"), n_users=300, n_rounds=20, chunk_users=300
+    )
+    rows = {row["policy"]: row for row in run.summary["policies"]}
+    assert rows["hybrid-v1"]["mean_reward"] > rows["egreedy-v1"]["mean_reward"]
+
+    promoted = staff_api.post("/api/admin/policies/hybrid-v1/promote")
+    assert promoted.status_code == 200, promoted.json()
+    shared_model_refit(policy_name="hybrid-v1")
+    answer = api.post(
+        "/score", {"user_id": "u2", "candidates": CANDIDATES}, format="json"
+    ).json()
+    assert answer["policy"] == "hybrid-v1"
+    assert Decision.objects.get(id=answer["decision_id"]).model_version == 1
+
+    rolled = staff_api.post("/api/admin/policies/rollback")
+    assert rolled.status_code == 200 and rolled.json()["name"] == "egreedy-v1"
+    after = Policy.objects.get(name="hybrid-v1")
+    assert (after.role, after.enabled, after.learns_live) == ("shadow", True, True)

@@ -125,7 +125,7 @@ def test_every_learner_trains_on_its_own_encoding_of_a_body_reward(api):
     answer = reward(api, **body)
 
     assert answer["policy"] == "egreedy-v1"
-    assert sorted(answer["learned_by"]) == ["egreedy-v2", "linucb-v1"]
+    assert sorted(answer["learned_by"]) == ["egreedy-v2", "hybrid-v1", "linucb-v1"]
     for name, dimension in (("linucb-v1", 5), ("egreedy-v1", 7), ("egreedy-v2", 12)):
         x = bandits.encode(
             [body["features"]],
@@ -145,7 +145,8 @@ def test_every_learner_trains_on_its_own_encoding_of_a_body_reward(api):
 
 
 def test_a_policy_with_learning_off_learns_only_its_own_decisions(api):
-    Policy.objects.filter(name="egreedy-v2").update(enabled=True, learns_live=False)
+    Policy.objects.filter(name="egreedy-v2").update(enabled=True)
+    Policy.objects.exclude(role="active").update(learns_live=False)
     answer = score(api)
 
     result = reward(
@@ -311,6 +312,7 @@ def test_the_learning_switch_over_the_api_is_recorded(staff_api):
     assert {p["name"]: p["learns_live"] for p in listed} == {
         "egreedy-v1": True,
         "egreedy-v2": True,
+        "hybrid-v1": True,
         "linucb-v1": False,
     }
 

@@ -62,6 +62,7 @@ def test_promotion_swaps_roles_keeps_both_states_and_records_the_evidence(
     assert _roles() == {
         "egreedy-v2": ("active", False),
         "egreedy-v1": ("shadow", False),
+        "hybrid-v1": ("shadow", False),
         "linucb-v1": ("retired", False),
     }
     assert score(api)["policy"] == "egreedy-v2"

@@ -63,10 +63,10 @@ def test_one_event_id_posted_concurrently_is_stored_and_applied_once(registry):
     assert Event.objects.filter(event_id="evt-1").count() == 1
     # The active policy's reward, and egreedy-v2's row learning from it.
     assert Reward.objects.filter(learned=False).count() == 1
-    assert {r.learned_by for r in results} == {("egreedy-v2",)}
+    assert {r.learned_by for r in results} == {("egreedy-v2", "hybrid-v1")}
     for state in BanditState.objects.filter(user_id="u"):
         assert (state.reward_count, state.cumulative_reward) == (1, 1.0)
-    assert BanditState.objects.filter(user_id="u").count() == 2
+    assert BanditState.objects.filter(user_id="u").count() == 3
 
 
 @pytest.mark.django_db(transaction=True)

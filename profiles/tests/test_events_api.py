@@ -102,10 +102,11 @@ def test_a_reward_trains_the_deciding_policy_on_the_vector_it_logged(api):
     answer = ok(api, tip_id="t2", kind="done", decision_id=str(shadow.id))
 
     assert answer["trained"] == "egreedy-v2" and answer["reward"] == 1.0
-    assert answer["learned_by"] == ["egreedy-v1"]  # the active policy learns too
+    # The active policy learns too, and hybrid-v1 (a shadow learning live).
+    assert answer["learned_by"] == ["egreedy-v1", "hybrid-v1"]
     reward = Reward.objects.get(learned=False)
     assert reward.features == shadow.features[1]
-    learned = Reward.objects.get(learned=True)
+    learned = Reward.objects.get(learned=True, policy__name="egreedy-v1")
     assert learned.features == shadow.features[1][:7] and learned.event_id is None
     assert reward.decision_id == shadow.id
     assert reward.event_id == f"event:{answer['id']}"

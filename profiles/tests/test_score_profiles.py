@@ -86,7 +86,7 @@ def test_an_enabled_d12_shadow_gets_the_stored_values(api, history):
 
 
 def test_a_request_no_d12_policy_scores_or_learns_from_reads_no_profile(api, history):
-    Policy.objects.filter(name="egreedy-v2").update(learns_live=False)
+    Policy.objects.filter(dimension=12).update(learns_live=False)
     decision = score(api)
     assert decision.policy.dimension == 7
     assert decision.profile == dict.fromkeys(STORED)

@@ -52,10 +52,12 @@ def test_a_run_started_from_the_admin_shows_live_progress_then_its_results(
     page = admin_page
     page.goto("/admin/simulations/")
     form = page.locator("#start")
-    # The active policy and the shadow are ticked; the retired one is not.
+    # The active policy and the shadows are ticked; the retired one is not.
     expect(form.get_by_label("egreedy-v1 (active, D=7)")).to_be_checked()
     expect(form.get_by_label("egreedy-v2 (shadow, D=12)")).to_be_checked()
+    expect(form.get_by_label("hybrid-v1 (shadow, D=12)")).to_be_checked()
     expect(form.get_by_label("linucb-v1 (retired, D=5)")).not_to_be_checked()
+    form.get_by_label("hybrid-v1 (shadow, D=12)").uncheck()
     form.get_by_label("Users:", exact=True).fill("7")
     form.get_by_label("Rounds:").fill("6")
     form.get_by_label("Seed:").fill("42")
@@ -123,6 +125,7 @@ def test_a_run_started_from_the_admin_finishes_on_a_real_worker(
     page = admin_page
     page.goto("/admin/simulations/")
     form = page.locator("#start")
+    form.get_by_label("hybrid-v1 (shadow, D=12)").uncheck()
     form.get_by_label("Users:", exact=True).fill("400")
     form.get_by_label("Rounds:").fill("50")
     form.get_by_label("Seed:").fill("7")

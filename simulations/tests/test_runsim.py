@@ -71,12 +71,22 @@ def test_the_done_when_command_prints_the_table_identically_twice():
     assert oracle.startswith("oracle (the best candidate every round): expected mean")
     oracle_mean = float(oracle.split()[-1])
     at = lines.index(oracle)
-    assert lines[at + 1].split() == ["policy", "expected", "reward", "regret"]
+    assert lines[at + 1].split() == [
+        "policy",
+        "expected",
+        "reward",
+        "regret",
+        "regret,",
+        "first",
+        "10",
+        "rounds",
+    ]
     for offset, name in enumerate(["egreedy-v1", "egreedy-v2"], start=2):
         cells = lines[at + offset].split()
         assert cells[0] == name
         assert float(cells[2]) == pytest.approx(oracle_mean - float(cells[1]), abs=2e-4)
         assert float(cells[2]) > 0
+        assert float(cells[3]) > 0  # the first 10 of the 20 rounds
     for persona in PERSONA_NAMES:
         row = next(line for line in lines if line.startswith(persona))
         assert row.split()[1] in ("egreedy-v1", "egreedy-v2")

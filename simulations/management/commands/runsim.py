@@ -22,6 +22,10 @@ BAR_WIDTH = 30
 POLL_SECONDS = 0.5  # how often --workers reads the run's progress
 
 
+# How a policy starts: a new user's first tips (every round has as many users).
+EARLY_ROUNDS = 10
+
+
 class Command(BaseCommand):
     help = (
         "Simulate policies on synthetic users (SPEC section 8) in this process or "
@@ -175,12 +179,15 @@ def report(run: Run) -> str:
             "",
             f"oracle (the best candidate every round): expected mean reward "
             f"{summary['oracle_mean']:.4f}",
-            f"{'policy':<{width}}  {'expected reward':>15}  {'regret':>8}",
+            f"{'policy':<{width}}  {'expected reward':>15}  {'regret':>8}  "
+            f"{'regret, first 10 rounds':>23}",
         ]
+        curves = summary["regret_curve"]
         for row in summary["policies"]:
+            early = curves[row["policy"]][:EARLY_ROUNDS]
             lines.append(
                 f"{row['policy']:<{width}}  {row['expected_reward']:>15.4f}  "
-                f"{row['regret']:>8.4f}"
+                f"{row['regret']:>8.4f}  {sum(early) / len(early):>23.4f}"
             )
     means = {(r["persona"], r["policy"]): r["mean_reward"] for r in summary["personas"]}
     persona_width = max(
