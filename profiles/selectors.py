@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from oo_ml.db import fetch_one
+from oo_ml.db import fetch_all, fetch_one
 from profiles import features, inference
 from profiles.features import EventCounts
 from profiles.models import Event, Kind, Profile
@@ -50,12 +50,39 @@ def _counts(row: dict) -> EventCounts:
     )
 
 
+_EVENT = Event._meta.db_table
+# One user's counts by kind and hour: plain SQL (see oo_ml/db.py), a few dozen
+# rows summed here. Every accepted event recomputes its user's profile, and
+# compiling the ORM's thirty filtered counts cost more than running them.
+_USER_COUNTS_SQL = f"""
+    SELECT kind, hour_of_day, COUNT(*), SUM(dwell_ms), COUNT(dwell_ms)
+    FROM {_EVENT} WHERE user_id = %s AND occurred_at >= %s
+    GROUP BY kind, hour_of_day
+"""
+
+
 def event_counts(*, user_id: str, now: datetime) -> EventCounts:
-    """One user's counts over the window: one aggregate query."""
-    row = Event.objects.filter(
-        user_id=user_id, occurred_at__gte=window_start(now)
-    ).aggregate(**_COUNTING)
-    return _counts(row)
+    """One user's counts over the window: one grouped query."""
+    rows = fetch_all(_USER_COUNTS_SQL, [user_id, window_start(now)])
+    by_kind = dict.fromkeys(Kind.values, 0)
+    done_by_hour = [0] * features.HOURS
+    dwell_sum = dwell_count = 0
+    for kind, hour, n, dwells, with_dwell in rows:
+        by_kind[kind] += n
+        if kind == Kind.DONE:
+            done_by_hour[hour] += n
+            dwell_sum += int(dwells or 0)
+            dwell_count += with_dwell
+    return EventCounts(
+        served=by_kind[inference.SERVED],
+        viewed=by_kind[inference.VIEWED],
+        done=by_kind[inference.DONE],
+        dismissed=by_kind[inference.DISMISSED],
+        snoozed=by_kind[inference.SNOOZED],
+        done_dwell_sum=dwell_sum,
+        done_dwell_count=dwell_count,
+        done_by_hour=tuple(done_by_hour),
+    )
 
 
 def event_counts_many(

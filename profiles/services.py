@@ -278,7 +278,7 @@ def _profile_lock_names(user_ids: Iterable[str]) -> list[str]:
     return [f"profile:{user_id}" for user_id in user_ids]
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)  # inside an event's transaction: no savepoint
 def profile_refresh(*, user_id: str, now: datetime | None = None) -> Profile:
     """Compute one user's features now and store them.
 
