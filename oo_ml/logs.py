@@ -93,7 +93,7 @@ def _delete_before(table: str, cutoff: dt.datetime) -> int:
     total = 0
     while True:
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(sql, [cutoff])
+            cursor.execute(sql, [connection.ops.adapt_datetimefield_value(cutoff)])
             count = cursor.rowcount
         total += count
         if count < DELETE_BATCH:

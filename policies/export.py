@@ -71,22 +71,27 @@ def log_export(
     """The decisions made in [since, until) (of ``policy`` alone if named), one
     JSON line each (no newline), oldest first, with their rewards."""
     names = dict(Policy.objects.values_list("id", "name"))
-    params: list = [uuid7_floor(since), uuid7_floor(until)]
+    pk = Decision._meta.pk
+    params: list = [
+        pk.get_db_prep_value(uuid7_floor(at), connection) for at in (since, until)
+    ]
     if policy is not None:
         policy_id = next((i for i, n in names.items() if n == policy), None)
         if policy_id is None:
             return
         params.append(policy_id)
     dumps = json.dumps
+    after = connection.ops.adapt_datetimefield_value(since - dt.timedelta(days=1))
     with connection.chunked_cursor() as cursor:
         cursor.execute(_decisions_sql(policy is not None), params)
         while rows := cursor.fetchmany(CHUNK):
             rewards: dict[uuid.UUID, list] = {}
             with connection.cursor() as other:
                 ids = [row[0] for row in rows]
-                other.execute(
-                    _rewards_sql(len(ids)), [*ids, since - dt.timedelta(days=1)]
+                after = connection.ops.adapt_datetimefield_value(
+                    since - dt.timedelta(1)
                 )
+                other.execute(_rewards_sql(len(ids)), [*ids, after])
                 for decision_id, reward, at in other.fetchall():
                     rewards.setdefault(_uuid(decision_id), []).append((reward, at))
             for (

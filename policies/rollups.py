@@ -23,6 +23,7 @@ from django.db.models import Count, Exists, OuterRef, Q, Sum
 from django.db.models.functions import TruncHour
 
 from oo_ml.db import rows_insert_sql
+from oo_ml.partitions import DAY, day_partitions, is_partitioned
 from policies.models import ActivityHour, Decision, Reward, Role
 
 ACTIVITY_SHARDS = 4
@@ -55,8 +56,9 @@ def upsert_sql(counts: Counts) -> tuple[str, list]:
         + f" ON CONFLICT (policy_id, hour, shard) DO UPDATE SET {_ADD}"
     )
     params = []
+    adapt = connection.ops.adapt_datetimefield_value  # raw SQL: as the ORM stores
     for key in keys:
-        params.extend([key[0], key[1], *counts[key]])
+        params.extend([key[0], adapt(key[1]), *counts[key]])
     return sql, params
 
 
@@ -150,9 +152,29 @@ def activity_counts(*, since: dt.datetime | None = None) -> Counts:
     if since is not None:
         decisions = decisions.filter(created_at__gte=hour_of(since))
         rewards = rewards.filter(created_at__gte=hour_of(since))
+    counts: Counts = defaultdict(_empty)
+    if is_partitioned(_DECISION):
+        _decision_counts_by_partition(counts, since)
+    else:
+        _decision_counts(counts, decisions)
+    for row in (
+        rewards.annotate(hour=TruncHour("created_at"))
+        .values("policy_id", "hour")
+        .annotate(
+            n=Count("id", filter=Q(learned=False)),
+            total=Sum("reward", filter=Q(learned=False)),
+            learned_n=Count("id", filter=Q(learned=True)),
+        )
+        .order_by()
+    ):
+        c = counts[(row["policy_id"], row["hour"])]
+        c[3], c[4], c[5] = row["n"], row["total"] or 0.0, row["learned_n"]
+    return dict(counts)
+
+
+def _decision_counts(counts: Counts, decisions) -> None:
     active = Decision.objects.filter(request_id=OuterRef("request_id"), role="active")
     shadow = Q(role=Role.SHADOW)
-    counts: Counts = defaultdict(_empty)
     for row in (
         decisions.annotate(hour=TruncHour("created_at"))
         .values("policy_id", "hour")
@@ -168,19 +190,38 @@ def activity_counts(*, since: dt.datetime | None = None) -> Counts:
     ):
         c = counts[(row["policy_id"], row["hour"])]
         c[0], c[1], c[2] = row["n"], row["compared"], row["agreed"]
-    for row in (
-        rewards.annotate(hour=TruncHour("created_at"))
-        .values("policy_id", "hour")
-        .annotate(
-            n=Count("id", filter=Q(learned=False)),
-            total=Sum("reward", filter=Q(learned=False)),
-            learned_n=Count("id", filter=Q(learned=True)),
-        )
-        .order_by()
-    ):
-        c = counts[(row["policy_id"], row["hour"])]
-        c[3], c[4], c[5] = row["n"], row["total"] or 0.0, row["learned_n"]
-    return dict(counts)
+
+
+_DECISION = Decision._meta.db_table
+# One partition at a time: a request's decisions share one millisecond, so one
+# partition, and each join stays the size of a day.
+_PARTITION_COUNTS_SQL = """
+    SELECT d.policy_id, date_trunc('hour', d.created_at), count(*),
+           count(a.id), count(*) FILTER (WHERE a.tip_id = d.tip_id)
+    FROM "{table}" d
+    LEFT JOIN "{table}" a ON a.request_id = d.request_id AND a.role = %s
+        AND d.role = %s
+    WHERE d.created_at >= %s
+    GROUP BY 1, 2
+"""
+
+
+def _decision_counts_by_partition(counts: Counts, since: dt.datetime | None) -> None:
+    since = hour_of(since) if since else dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    tables = [f"{_DECISION}_default"] + [
+        name for day, name in day_partitions(_DECISION).items() if day + DAY > since
+    ]
+    with connection.cursor() as cursor:
+        for table in tables:
+            cursor.execute(
+                _PARTITION_COUNTS_SQL.format(table=table),
+                [Role.ACTIVE, Role.SHADOW, since],  # PostgreSQL only
+            )
+            for policy_id, hour, n, compared, agreed in cursor.fetchall():
+                c = counts[(policy_id, hour)]
+                c[0] += n
+                c[1] += compared
+                c[2] += agreed
 
 
 def activity_stored(*, since: dt.datetime | None = None) -> Counts:

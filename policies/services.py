@@ -354,10 +354,16 @@ def _replay_or_conflict(*, event_id: str, fingerprint: str) -> RewardResult | No
     )
 
 
+def _db_uuid(value: uuid.UUID):
+    """A uuid as a raw statement takes it (SQLite: hex text, as the ORM stores)."""
+    return Decision._meta.pk.get_db_prep_value(value, connection)
+
+
 def _decision_hold(decision: Decision, cursor: CursorWrapper) -> None:
     """NotFound unless the decision is still stored; held until commit."""
     lock = " FOR KEY SHARE" if connection.features.has_select_for_update else ""
-    if fetch_one(_DECISION_HOLD_SQL.format(lock=lock), [decision.id], cursor) is None:
+    params = [_db_uuid(decision.id)]
+    if fetch_one(_DECISION_HOLD_SQL.format(lock=lock), params, cursor) is None:
         raise NotFound(
             f"Decision {decision.id} was cleared (its user was reset, or it "
             "passed the log's retention).",
@@ -386,7 +392,12 @@ def _already_rewarded(decision: Decision, cursor: CursorWrapper) -> None:
     decision_id = decision.id
     earlier = fetch_one(
         _EARLIER_REWARD_SQL,
-        [decision_id, decision.created_at - timedelta(days=1)],
+        [
+            _db_uuid(decision_id),
+            connection.ops.adapt_datetimefield_value(
+                decision.created_at - timedelta(days=1)
+            ),
+        ],
         cursor,
     )
     if earlier is None:
