@@ -20,7 +20,7 @@ from django.db import connection
 from oo_ml.partitions import uuid7_floor
 from policies.models import Decision, Policy, Reward
 
-CHUNK = 5_000
+CHUNK = 2_000
 # The export's version: bump it when a field changes meaning or goes.
 SCHEMA = 1
 

@@ -6,15 +6,17 @@ import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 from django.conf import settings
+from django.db import connection
 from django.db.backends.utils import CursorWrapper
 from django.db.models import Count, Q, Sum
 
 from oo_ml.db import fetch_all, fetch_one
 from oo_ml.errors import NotFound
+from oo_ml.partitions import uuid7_floor
 from policies import bandits
 from policies.models import (
     ActivityHour,
@@ -332,8 +334,9 @@ _REWARD = Reward._meta.db_table
 _SHADOW_SAMPLES_SQL = f"""
     SELECT s.policy_id, s.estimates, s.bonuses, a.pick_index, a.propensity, r.reward
     FROM {_REWARD} r
-    JOIN {_DECISION} a ON a.id = r.decision_id AND a.role = %s
+    JOIN {_DECISION} a ON a.id = r.decision_id AND a.role = %s AND a.id >= %s
     JOIN {_DECISION} s ON s.request_id = a.request_id AND s.role = %s
+        AND s.id >= %s
     WHERE r.created_at >= %s AND NOT r.learned
     ORDER BY r.created_at DESC
     LIMIT %s
@@ -352,8 +355,14 @@ def shadow_values(
     logged propensity is the denominator. At most the latest OFF_POLICY_SAMPLES
     rewards are read.
     """
+    # Decisions made at most a day before the window: the bound prunes the
+    # decision log's partitions (a request's decisions share one).
+    made = Decision._meta.pk.get_db_prep_value(
+        uuid7_floor(since - timedelta(days=1)), connection
+    )
     rows = fetch_all(
-        _SHADOW_SAMPLES_SQL, [Role.ACTIVE, Role.SHADOW, since, OFF_POLICY_SAMPLES]
+        _SHADOW_SAMPLES_SQL,
+        [Role.ACTIVE, made, Role.SHADOW, made, since, OFF_POLICY_SAMPLES],
     )
     policies = {p.id: p for p in shadows}
     samples: dict[int, list[tuple[float, float, float]]] = {}
