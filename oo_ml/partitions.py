@@ -70,7 +70,7 @@ def is_partitioned(table: str) -> bool:
         return False
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT 1 FROM pg_partitioned_table WHERE partrelid = %s::regclass",
+            "SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass(%s)",
             [table],
         )
         return cursor.fetchone() is not None
@@ -179,8 +179,12 @@ def table_partition(schema_editor, log: LogTable, *, days_ahead: int = 7) -> Non
             [table],
         )
         (identity,) = cursor.fetchone()
-        cursor.execute("SELECT min(created_at) FROM " + schema_editor.quote_name(table))
-        (first,) = cursor.fetchone()
+        column = "id" if log.key == UUID7 else "created_at"
+        # No min() of uuids in PostgreSQL 15: the first in order.
+        cursor.execute(f'SELECT {column} FROM "{table}" ORDER BY 1 LIMIT 1')
+        first = (cursor.fetchone() or (None,))[0]
+        if isinstance(first, uuid.UUID):  # the time a uuid7 carries
+            first = dt.datetime.fromtimestamp((first.int >> 80) / 1000, dt.UTC)
         cursor.execute(f'ALTER TABLE "{table}" RENAME TO "{old}"')
         for name, _, _ in indexes:
             cursor.execute(f'ALTER INDEX "{name}" RENAME TO "{name}_old"')
@@ -221,6 +225,9 @@ def table_partition(schema_editor, log: LogTable, *, days_ahead: int = 7) -> Non
     partitions_ensure(log, start=first or now, end=now + days_ahead * DAY)
     with schema_editor.connection.cursor() as cursor:
         cursor.execute(f'INSERT INTO "{table}" SELECT * FROM "{old}"')
+        # Check the copied rows' deferred foreign keys now: PostgreSQL makes no
+        # index on a table with checks pending. Deferred again after.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         cursor.execute(f'DROP TABLE "{old}" CASCADE')
         for _name, definition, primary_index in indexes:
             if primary_index:
@@ -228,6 +235,7 @@ def table_partition(schema_editor, log: LogTable, *, days_ahead: int = 7) -> Non
             # Read before the renames: it names the new table and the old name.
             definition = definition.replace("CREATE UNIQUE INDEX", "CREATE INDEX")
             cursor.execute(definition)
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
 
 
 # The logs, by table name: this layer names no app's models.
