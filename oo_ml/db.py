@@ -30,6 +30,13 @@ def rows_insert(
     objs: Sequence[models.Model], cursor: CursorWrapper | None = None
 ) -> None:
     """INSERT ``objs`` (all of one model) in one statement, as bulk_create would."""
+    sql, params = rows_insert_sql(objs)
+    with _cursor(cursor) as c:
+        c.execute(sql, params)
+
+
+def rows_insert_sql(objs: Sequence[models.Model]) -> tuple[str, list]:
+    """The statement ``rows_insert`` runs, and its parameters."""
     model = type(objs[0])
     fields = [
         f
@@ -47,8 +54,7 @@ def rows_insert(
         for obj in objs
         for f in fields
     ]
-    with _cursor(cursor) as c:
-        c.execute(sql, params)
+    return sql, params
 
 
 def fetch_one(

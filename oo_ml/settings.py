@@ -200,10 +200,15 @@ PROFILE_TTL_SECONDS = env("OO_ML_PROFILE_TTL_SECONDS", 900)
 REWARD_MIN = env("OO_ML_REWARD_MIN", -1.0)
 REWARD_MAX = env("OO_ML_REWARD_MAX", 1.0)
 REWARD_AGGREGATION = env("OO_ML_REWARD_AGGREGATION", "first")
+# Days the logs (decisions, rewards, events) are kept; beat's logs.retain drops
+# older days (docs/logs.md).
+LOG_RETENTION_DAYS = env("OO_ML_LOG_RETENTION_DAYS", 90)
 if REWARD_AGGREGATION not in ("first", "sum"):
     raise ImproperlyConfigured(
         f"OO_ML_REWARD_AGGREGATION must be first or sum, not {REWARD_AGGREGATION!r}"
     )
+if LOG_RETENTION_DAYS < 1:
+    raise ImproperlyConfigured("OO_ML_LOG_RETENTION_DAYS must be at least 1")
 if not REWARD_MIN < REWARD_MAX:
     raise ImproperlyConfigured("OO_ML_REWARD_MIN must be below OO_ML_REWARD_MAX")
 
@@ -275,6 +280,10 @@ if not 0 <= GATE_MARGIN < float("inf"):
 # minute it looks for simulation runs whose chunks a worker lost (an embedded
 # broker does not deliver a killed worker's message again).
 CELERY_BEAT_SCHEDULE = {
+    # Hourly, both idempotent: partitions a week ahead, and retention (which
+    # drops a day's partitions once the day is past it).
+    "log-partitions-ahead": {"task": "logs.partitions_ensure", "schedule": 3600},
+    "log-retention": {"task": "logs.retain", "schedule": 3600},
     "refresh-stale-profiles": {
         "task": "profiles.refresh_stale",
         "schedule": PROFILE_TTL_SECONDS / 2,

@@ -187,12 +187,16 @@ class Reward(CreatedModel):
     user_id = models.CharField(max_length=128)
     tip_id = models.CharField(max_length=200)
     reward = models.FloatField()
+    # No database constraint: the decision log is partitioned and retention
+    # drops old days whole (docs/logs.md). The writer checks the decision
+    # exists, and holds it, under the user's state locks.
     decision = models.ForeignKey(
         Decision,
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="rewards",
+        db_constraint=False,
     )
     # NULL, not "", for "no event id": the unique constraint must skip those rows.
     event_id = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
@@ -324,3 +328,40 @@ class PolicyChange(CreatedModel):
         if self.action == ChangeAction.PROMOTE:
             return f"promoted to active; {self.before.get('active')} became a shadow"
         return f"active again (rollback); {self.before.get('active')} became a shadow"
+
+
+class ActivityHour(models.Model):
+    """One policy's activity over one hour: the control room's roll-up.
+
+    Kept current in the statement (or transaction) that writes the rows it
+    counts, so it never misses or double-counts one. ``shard`` spreads
+    concurrent writers over a few rows per hour (PostgreSQL: the connection's
+    process id modulo ACTIVITY_SHARDS), so they do not queue on one row lock;
+    a read sums the shards. Never dropped by retention: "all time" stays all
+    time.
+    """
+
+    policy = models.ForeignKey(
+        Policy, on_delete=models.PROTECT, related_name="activity", db_index=False
+    )
+    hour = models.DateTimeField()
+    shard = models.PositiveSmallIntegerField(default=0)
+    decisions = models.BigIntegerField(default=0)
+    # Shadows: decisions on requests the active policy answered too, and of
+    # those, how many picked the active policy's tip.
+    compared = models.BigIntegerField(default=0)
+    agreed = models.BigIntegerField(default=0)
+    rewards = models.BigIntegerField(default=0)  # learned=False reward rows
+    reward_sum = models.FloatField(default=0.0)
+    learned = models.BigIntegerField(default=0)  # learned=True reward rows
+
+    class Meta:
+        verbose_name_plural = "activity hours"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["policy", "hour", "shard"], name="one_activity_row"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.policy_id} at {self.hour:%Y-%m-%d %H}:00 ({self.shard})"

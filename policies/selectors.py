@@ -6,17 +6,20 @@ import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 from django.conf import settings
+from django.db import connection
 from django.db.backends.utils import CursorWrapper
 from django.db.models import Count, OuterRef, Q, Subquery, Sum
 
 from oo_ml.db import fetch_all, fetch_one
 from oo_ml.errors import NotFound
+from oo_ml.partitions import uuid7_floor
 from policies import bandits, stats
 from policies.models import (
+    ActivityHour,
     BanditState,
     ChangeAction,
     Decision,
@@ -28,6 +31,7 @@ from policies.models import (
     array_from_bytes,
     state_from_bytes,
 )
+from policies.rollups import MEASURES, hour_of
 
 
 def policy_get(*, name: str) -> Policy:
@@ -283,82 +287,42 @@ class PolicyActivity:
     off_policy: stats.OffPolicyEvidence | None = None
 
 
-def _windowed(queryset, since: datetime, **measures) -> dict[int, dict]:
-    """Per policy, each aggregate over all time and (``<name>_day``) since ``since``.
-
-    ``measures`` maps a name to (aggregate class, expression).
-    """
-    recent = Q(created_at__gte=since)
+def _activity(since: datetime) -> dict[int, dict]:
+    """Per policy, each roll-up measure over all time and (``<name>_day``) over
+    the hours from ``since``'s."""
+    recent = Q(hour__gte=hour_of(since))
     annotations = {}
-    for name, (aggregate, expression) in measures.items():
-        annotations[name] = aggregate(expression)
-        annotations[f"{name}_day"] = aggregate(expression, filter=recent)
-    rows = queryset.values("policy_id").annotate(**annotations).order_by()
-    return {row.pop("policy_id"): row for row in rows}
-
-
-_DECISION = Decision._meta.db_table
-# A join, not a subquery per shadow decision: 0.4 s against 2.7 s over 330,000
-# shadow decisions (docs/performance.md).
-_AGREEMENT_COLUMNS = ("compared", "agreed", "compared_day", "agreed_day")
-_AGREEMENT_SQL = f"""
-    SELECT s.policy_id,
-           COUNT(*),
-           COUNT(*) FILTER (WHERE s.tip_id = a.tip_id),
-           COUNT(*) FILTER (WHERE s.created_at >= %s),
-           COUNT(*) FILTER (WHERE s.created_at >= %s AND s.tip_id = a.tip_id)
-    FROM {_DECISION} s
-    JOIN {_DECISION} a ON a.request_id = s.request_id AND a.role = %s
-    WHERE s.role = %s
-    GROUP BY s.policy_id
-"""
+    for name in MEASURES:  # named apart from the fields they sum
+        annotations[f"{name}_all"] = Sum(name)
+        annotations[f"{name}_day"] = Sum(name, filter=recent)
+    rows = ActivityHour.objects.values("policy_id").annotate(**annotations)
+    return {row.pop("policy_id"): row for row in rows.order_by()}
 
 
 def policy_activity(*, since: datetime) -> list[PolicyActivity]:
-    """Every policy's decisions, agreement and rewards, since ``since`` and ever.
+    """Every policy's decisions, agreement and rewards, since ``since`` (in
+    whole hours: from the start of its hour) and ever.
 
-    Four grouped queries whatever the number of policies. The agreement of a
-    shadow counts only requests the active policy also answered (not the named
-    routes, where a shadow scores alone).
+    Read from the hourly roll-ups (``policies.rollups``), one grouped query
+    whatever the size of the logs. The agreement of a shadow counts only
+    requests the active policy also answered (not the named routes, where a
+    shadow scores alone). "Ever" includes rows retention has since dropped.
     """
-    decisions = _windowed(Decision.objects, since, decisions=(Count, "id"))
-    agreement = {
-        policy_id: dict(zip(_AGREEMENT_COLUMNS, counts, strict=True))
-        for policy_id, *counts in fetch_all(
-            _AGREEMENT_SQL, [since, since, Role.ACTIVE, Role.SHADOW]
-        )
-    }
-    rewards = _windowed(
-        Reward.objects.filter(learned=False),
-        since,
-        rewards=(Count, "id"),
-        reward_sum=(Sum, "reward"),
-    )
-    learned = _windowed(Reward.objects.filter(learned=True), since, n=(Count, "id"))
-
+    activity = _activity(since)
     policies = policy_list()
     off_policy = shadow_values(
         since=since, shadows=[p for p in policies if p.role == Role.SHADOW]
     )
 
     def window(policy_id: int, suffix: str) -> Activity:
-        d = decisions.get(policy_id, {})
-        a = agreement.get(policy_id, {})
-        r = rewards.get(policy_id, {})
-        return Activity(
-            decisions=d.get(f"decisions{suffix}", 0),
-            compared=a.get(f"compared{suffix}", 0),
-            agreed=a.get(f"agreed{suffix}", 0),
-            rewards=r.get(f"rewards{suffix}", 0),
-            reward_sum=r.get(f"reward_sum{suffix}") or 0.0,
-            learned=learned.get(policy_id, {}).get(f"n{suffix}", 0),
-        )
+        row = activity.get(policy_id, {})
+        return Activity(**{name: row.get(f"{name}{suffix}") or 0 for name in MEASURES})
 
     return [
         PolicyActivity(
             policy,
             window(policy.id, "_day"),
-            window(policy.id, ""),
+            window(policy.id, "_all"),
             off_policy.get(policy.id),
         )
         for policy in policies
@@ -377,14 +341,16 @@ def promotion_to_undo() -> PolicyChange | None:
     return latest if latest and latest.action == ChangeAction.PROMOTE else None
 
 
+_DECISION = Decision._meta.db_table
 _REWARD = Reward._meta.db_table
 # Each reward of an active decision since a time, with what every shadow that
 # scored the same request computed. Newest first, so a limit keeps the latest.
 _SHADOW_SAMPLES_SQL = f"""
     SELECT s.policy_id, s.estimates, s.bonuses, a.pick_index, a.propensity, r.reward
     FROM {_REWARD} r
-    JOIN {_DECISION} a ON a.id = r.decision_id AND a.role = %s
+    JOIN {_DECISION} a ON a.id = r.decision_id AND a.role = %s AND a.id >= %s
     JOIN {_DECISION} s ON s.request_id = a.request_id AND s.role = %s
+        AND s.id >= %s
     WHERE r.created_at >= %s AND NOT r.learned
     ORDER BY r.created_at DESC
     LIMIT %s
@@ -406,8 +372,14 @@ def shadow_values(
     OFF_POLICY_SAMPLES rewards are read; the bootstrap is seeded, so the same
     log shows the same intervals.
     """
+    # Decisions made at most a day before the window: the bound prunes the
+    # decision log's partitions (a request's decisions share one).
+    made = Decision._meta.pk.get_db_prep_value(
+        uuid7_floor(since - timedelta(days=1)), connection
+    )
     rows = fetch_all(
-        _SHADOW_SAMPLES_SQL, [Role.ACTIVE, Role.SHADOW, since, OFF_POLICY_SAMPLES]
+        _SHADOW_SAMPLES_SQL,
+        [Role.ACTIVE, made, Role.SHADOW, made, since, OFF_POLICY_SAMPLES],
     )
     policies = {p.id: p for p in shadows}
     samples: dict[int, list[tuple[float, float, float, float, float]]] = {}

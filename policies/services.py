@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -19,12 +20,12 @@ from django.db.backends.utils import CursorWrapper
 from django.db.models import Count
 from django.utils import timezone
 
-from oo_ml.db import fetch_all, fetch_one, for_update, rows_insert
+from oo_ml.db import fetch_all, fetch_one, for_update, names_lock
 from oo_ml.errors import Conflict, InvalidInput, NotFound
 from oo_ml.idempotency import fingerprint as request_fingerprint
 from oo_ml.idempotency import previous_or_conflict
 from oo_ml.models import uuid7
-from policies import bandits, stats
+from policies import bandits, rollups, stats
 from policies.models import (
     BanditState,
     ChangeAction,
@@ -60,6 +61,7 @@ def _decision_build(
     context: Mapping[str, int],
     profile: Mapping[str, Any],
     rng: np.random.Generator,
+    now: datetime,
 ) -> Decision:
     policy = loaded.policy
     x = x_full[:, : policy.dimension]
@@ -73,7 +75,8 @@ def _decision_build(
         shared=loaded.shared,
     )
     return Decision(
-        id=uuid7(),
+        id=uuid7(now),
+        created_at=now,
         request_id=request_id,
         policy=policy,
         role=policy.role,
@@ -151,8 +154,11 @@ def decision_make(
             profile=profile,
             dimension=dimension,
         )
-        request_id = uuid7()
+        # One time for the request's rows: one partition, one roll-up hour.
+        now = timezone.now()
+        request_id = uuid7(now)
         common = dict(
+            now=now,
             x_full=x_full,
             request_id=request_id,
             user_id=user_id,
@@ -169,7 +175,7 @@ def decision_make(
                 logger.exception(
                     "shadow %s failed to score; skipped", shadow.policy.name
                 )
-        rows_insert(decisions, cursor)
+        rollups.decisions_insert(decisions, cursor)
     return decisions[0]
 
 
@@ -255,11 +261,18 @@ _STATE_UPDATE_SQL = f"""
         cumulative_reward = cumulative_reward + %s, updated_at = %s
     WHERE id = %s
 """
+# Bounded below by the decision's time (less a day for clocks apart): the
+# reward log is partitioned by day, and a reward follows its decision.
 _EARLIER_REWARD_SQL = f"""
     SELECT event_id, reward, created_at FROM {_REWARD}
-    WHERE decision_id = %s AND NOT learned
+    WHERE decision_id = %s AND NOT learned AND created_at >= %s
     ORDER BY created_at LIMIT 1
 """
+# Under the user's locks: the decision is still there (a reset or retention may
+# have removed it since it was read), and stays until commit (a reset's delete
+# waits for it), as a foreign key would have it. The log has no foreign keys:
+# it is partitioned (docs/logs.md).
+_DECISION_HOLD_SQL = f"SELECT 1 FROM {Decision._meta.db_table} WHERE id = %s{{lock}}"
 
 
 @dataclass(slots=True)
@@ -353,13 +366,52 @@ def _replay_or_conflict(*, event_id: str, fingerprint: str) -> RewardResult | No
     )
 
 
-def _already_rewarded(decision_id: uuid.UUID, cursor: CursorWrapper) -> None:
+def _db_uuid(value: uuid.UUID):
+    """A uuid as a raw statement takes it (SQLite: hex text, as the ORM stores)."""
+    return Decision._meta.pk.get_db_prep_value(value, connection)
+
+
+def _decision_hold(decision: Decision, cursor: CursorWrapper) -> None:
+    """NotFound unless the decision is still stored; held until commit."""
+    lock = " FOR KEY SHARE" if connection.features.has_select_for_update else ""
+    params = [_db_uuid(decision.id)]
+    if fetch_one(_DECISION_HOLD_SQL.format(lock=lock), params, cursor) is None:
+        raise NotFound(
+            f"Decision {decision.id} was cleared (its user was reset, or it "
+            "passed the log's retention).",
+            field="decision_id",
+        )
+
+
+def _replay_locked(
+    *, event_id: str, fingerprint: str, cursor: CursorWrapper
+) -> RewardResult | None:
+    """The replay check again, under a lock on the event id, where the log is
+    partitioned: its event ids cannot have a unique index (docs/logs.md), so
+    two posts of one id queue here and the second finds the first."""
+    if connection.vendor != "postgresql":
+        return None  # plain tables: the unique index stops a second one
+    names_lock([f"reward-event-id:{event_id}"], cursor)
+    return _replay_or_conflict(event_id=event_id, fingerprint=fingerprint)
+
+
+def _already_rewarded(decision: Decision, cursor: CursorWrapper) -> None:
     """Conflict if the decision has had its reward (SPEC §5: one per decision).
 
     Asked under the user's state locks: a concurrent reward for the same
     decision has committed by then, or is still waiting behind us.
     """
-    earlier = fetch_one(_EARLIER_REWARD_SQL, [decision_id], cursor)
+    decision_id = decision.id
+    earlier = fetch_one(
+        _EARLIER_REWARD_SQL,
+        [
+            _db_uuid(decision_id),
+            connection.ops.adapt_datetimefield_value(
+                decision.created_at - timedelta(days=1)
+            ),
+        ],
+        cursor,
+    )
     if earlier is None:
         return
     event_id, reward, created_at = earlier
@@ -460,6 +512,12 @@ def reward_apply(
     now = timezone.now()
     try:
         with transaction.atomic(), connection.cursor() as cursor:
+            if event_id is not None and (
+                replay := _replay_locked(
+                    event_id=event_id, fingerprint=fingerprint, cursor=cursor
+                )
+            ):
+                return replay
             states = _states_lock(
                 user_id=user_id, which=which, value=value, cursor=cursor
             )
@@ -471,8 +529,10 @@ def reward_apply(
                     else f"No policy named {policy_name!r}.",
                     field="policy",
                 )
+            if decision is not None:
+                _decision_hold(decision, cursor)
             if decision is not None and settings.REWARD_AGGREGATION == "first":
-                _already_rewarded(decision.id, cursor)
+                _already_rewarded(decision, cursor)
             rows, updates = [], []
             for state in states:
                 x = _vector(
@@ -502,7 +562,7 @@ def reward_apply(
                 updates.append(
                     [array_to_bytes(a), array_to_bytes(b), reward, now, state.id]
                 )
-            rows_insert(rows, cursor)
+            rollups.rewards_insert(rows, cursor)
             cursor.executemany(_STATE_UPDATE_SQL, updates)
     except IntegrityError:
         decision_gone(decision_id)
@@ -854,21 +914,31 @@ def user_reset(*, user_id: str, actor: AbstractBaseUser | None) -> ResetResult:
 
 
 def _decisions_delete(user_id: str) -> int:
-    """Delete a user's decisions without loading them. The rows that point at
-    them (the reward log, events: all SET_NULL) keep their place and lose the
-    link; ``QuerySet.delete()`` would fetch every decision, JSON and all, first.
+    """Delete a user's decisions without loading them, and take them out of
+    the roll-ups. The rows that point at them (the reward log, events: all
+    SET_NULL) keep their place and lose the link; ``QuerySet.delete()`` would
+    fetch every decision, JSON and all, first.
+
+    Deleted first: a reward in flight holds its decision (``_decision_hold``),
+    so the delete waits for it to commit, and the links are cleared after.
     """
-    decisions = Decision.objects.filter(user_id=user_id)
-    for relation in Decision._meta.related_objects:
-        relation.related_model._base_manager.filter(
-            **{f"{relation.field.name}__in": decisions.values("pk")}
-        ).update(**{relation.field.name: None})
     with connection.cursor() as cursor:
         cursor.execute(_DECISIONS_DELETE_SQL, [user_id])
-        return cursor.rowcount
+        deleted = cursor.fetchall()
+        rollups.decisions_uncount((row[1:] for row in deleted), cursor)
+    ids = [row[0] for row in deleted]
+    for relation in Decision._meta.related_objects:
+        for start in range(0, len(ids), 5000):
+            relation.related_model._base_manager.filter(
+                **{f"{relation.field.name}__in": ids[start : start + 5000]}
+            ).update(**{relation.field.name: None})
+    return len(deleted)
 
 
-_DECISIONS_DELETE_SQL = f"DELETE FROM {Decision._meta.db_table} WHERE user_id = %s"
+_DECISIONS_DELETE_SQL = f"""
+    DELETE FROM {Decision._meta.db_table} WHERE user_id = %s
+    RETURNING id, policy_id, created_at, role, tip_id, request_id
+"""
 
 
 # --- the shared model of a hybrid policy ----------------------------------------

@@ -29,13 +29,15 @@ class Event(CreatedModel):
     dwell_ms = models.PositiveBigIntegerField(
         null=True, blank=True, help_text="Time from the tip being shown to this."
     )
-    # Indexed: resetting a user deletes their decisions, which nulls this.
+    # Indexed: resetting a user deletes their decisions, which nulls this. No
+    # database constraint: the decision log is partitioned (docs/logs.md).
     decision = models.ForeignKey(
         "policies.Decision",
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="events",
+        db_constraint=False,
     )
     # NULL, not "", for "no event id": the unique constraint must skip those rows.
     event_id = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from oo_ml.db import names_lock, rows_insert
@@ -134,6 +134,18 @@ def _replay_result(event: Event) -> EventResult:
     )
 
 
+def _previous_locked(event: Event) -> Event | None:
+    """The replay check again, under a lock on the event id, where the log is
+    partitioned: its event ids cannot have a unique index (docs/logs.md), so
+    two posts of one id queue here and the second finds the first."""
+    if connection.vendor != "postgresql":
+        return None  # plain tables: the unique index stops a second one
+    names_lock([f"event-id:{event.event_id}"])
+    return previous_or_conflict(
+        Event.objects, event_id=event.event_id, fingerprint=event.fingerprint
+    )
+
+
 def event_record(
     *,
     user_id: str,
@@ -183,8 +195,11 @@ def event_record(
     result, refused = None, None
     try:
         with transaction.atomic():
+            if event_id is not None and (previous := _previous_locked(event)):
+                return _replay_result(previous)
             # The event first: a concurrent post of the same event_id waits on
-            # this row's unique index entry, then fails, and replays below.
+            # this row's unique index entry (or, partitioned, on the lock
+            # above), then fails, and replays below.
             rows_insert([event])
             if trains:
                 try:

@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.utils import timezone
 
-from policies import selectors
+from policies import rollups, selectors
 from policies.models import BanditState, Decision, Policy, PolicyChange, Reward
 
 
@@ -134,6 +134,8 @@ def known_activity():
             features=[0.0],
             created_at=timezone.now() - timedelta(days=age),
         )
+    # Written by hand, not by the services: count them into the roll-ups.
+    rollups.activity_rebuild()
 
 
 @pytest.mark.django_db

@@ -346,7 +346,9 @@ def test_score_without_a_profile_policy_sends_exactly_the_two_statements(api):
         "shadow": "'shadow'",
     }
     assert sql[0] == read
-    assert sql[1].startswith('INSERT INTO "policies_decision" ')
+    # The decisions, and the control room's roll-up, in one statement.
+    assert sql[1].startswith('WITH logged AS (INSERT INTO "policies_decision" ')
+    assert "INSERT INTO policies_activityhour" in sql[1]
     assert not any("profiles_" in statement for statement in sql)
 
 
@@ -357,7 +359,8 @@ def test_reward_costs_a_fixed_number_of_queries(api):
         reward(api, tip_id="t", reward=1.0)
     # The test's own transaction turns the service's into savepoints: not counted.
     sql = [q["sql"] for q in queries if "SAVEPOINT" not in q["sql"]]
-    # Find the active policy and lock the state row in one, insert the log, update.
+    # Find the active policy and lock the state row in one, insert the log (and
+    # count it in the roll-up), update.
     assert len(sql) == 3, sql
 
 

@@ -17,7 +17,7 @@ def hybrid_remove(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("policies", "0004_live_learning"),
+        ("policies", "0005_partitioned_logs"),
     ]
 
     operations = [
