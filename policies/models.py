@@ -12,7 +12,7 @@ from policies import bandits
 class Algorithm(models.TextChoices):
     LINUCB = bandits.LINUCB, "LinUCB"
     EGREEDY = bandits.EGREEDY, "ε-greedy"
-    HYBRID = bandits.HYBRID, "Hybrid ε-greedy (shared model + per-user ridge)"
+    HYBRID = bandits.HYBRID, "Hybrid ε-greedy"
 
 
 class Role(models.TextChoices):

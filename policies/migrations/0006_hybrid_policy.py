@@ -84,7 +84,7 @@ class Migration(migrations.Migration):
                 choices=[
                     ("linucb", "LinUCB"),
                     ("egreedy", "ε-greedy"),
-                    ("hybrid", "Hybrid ε-greedy (shared model + per-user ridge)"),
+                    ("hybrid", "Hybrid ε-greedy"),
                 ],
                 max_length=16,
             ),
