@@ -618,25 +618,47 @@ def policy_toggle(
     Asking for the state it already has changes nothing and records nothing, so
     a double-clicked switch does not flip twice.
     """
-    policy = Policy.objects.select_for_update().filter(name=name).first()
-    if policy is None:
-        raise NotFound(f"No policy named {name!r}.", field="name")
+    policy = _policy_for_switch(name)
     if policy.role != Role.SHADOW:
         raise Conflict(
             f"{name} is {policy.role}: only a shadow has an on/off switch.",
             field="name",
         )
-    new = not policy.enabled if enabled is None else enabled
-    if new != policy.enabled:
+    return _switch_flip(
+        policy, "enabled", enabled, action=ChangeAction.TOGGLE, actor=actor
+    )
+
+
+def _policy_for_switch(name: str) -> Policy:
+    policy = Policy.objects.select_for_update().filter(name=name).first()
+    if policy is None:
+        raise NotFound(f"No policy named {name!r}.", field="name")
+    return policy
+
+
+def _switch_flip(
+    policy: Policy,
+    field: str,
+    wanted: bool | None,
+    *,
+    action: ChangeAction,
+    actor: AbstractBaseUser | None,
+) -> Policy:
+    """Set a policy's on/off ``field`` (flip it when ``wanted`` is None),
+    recorded; asking for the state it has changes and records nothing, so a
+    double-clicked switch does not flip twice."""
+    was = getattr(policy, field)
+    new = not was if wanted is None else wanted
+    if new != was:
         _change_record(
-            action=ChangeAction.TOGGLE,
+            action=action,
             policy=policy,
             actor=actor,
-            before={"enabled": policy.enabled},
-            after={"enabled": new},
+            before={field: was},
+            after={field: new},
         )
-        policy.enabled = new
-        policy.save(update_fields=["enabled", "updated_at"])
+        setattr(policy, field, new)
+        policy.save(update_fields=[field, "updated_at"])
     return policy
 
 
@@ -650,21 +672,13 @@ def policy_learning_set(
     to stay current. As with the toggle, asking for the state it has changes
     and records nothing.
     """
-    policy = Policy.objects.select_for_update().filter(name=name).first()
-    if policy is None:
-        raise NotFound(f"No policy named {name!r}.", field="name")
-    new = not policy.learns_live if learns_live is None else learns_live
-    if new != policy.learns_live:
-        _change_record(
-            action=ChangeAction.LEARNING,
-            policy=policy,
-            actor=actor,
-            before={"learns_live": policy.learns_live},
-            after={"learns_live": new},
-        )
-        policy.learns_live = new
-        policy.save(update_fields=["learns_live", "updated_at"])
-    return policy
+    return _switch_flip(
+        _policy_for_switch(name),
+        "learns_live",
+        learns_live,
+        action=ChangeAction.LEARNING,
+        actor=actor,
+    )
 
 
 @dataclass(frozen=True, slots=True)
