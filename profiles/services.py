@@ -134,13 +134,13 @@ def _replay_result(event: Event) -> EventResult:
     )
 
 
-def _previous_locked(event: Event) -> Event | None:
-    """The replay check again, under a lock on the event id, where the log is
-    partitioned: its event ids cannot have a unique index (docs/logs.md), so
-    two posts of one id queue here and the second finds the first."""
-    if connection.vendor != "postgresql":
-        return None  # plain tables: the unique index stops a second one
-    names_lock([f"event-id:{event.event_id}"])
+def _previous(event: Event) -> Event | None:
+    """The event stored before with the same event id, if any (a Conflict if
+    its content differs). Under a lock on the id where the log is partitioned:
+    its event ids cannot have a unique index (docs/logs.md), so two posts of
+    one id queue here and the second finds the first."""
+    if connection.vendor == "postgresql":
+        names_lock([f"event-id:{event.event_id}"])
     return previous_or_conflict(
         Event.objects, event_id=event.event_id, fingerprint=event.fingerprint
     )
@@ -180,29 +180,27 @@ def event_record(
         hour_of_day=hour_of_day,
         now=now,
     )
-    if event_id is not None and (
-        previous := previous_or_conflict(
-            Event.objects, event_id=event_id, fingerprint=event.fingerprint
-        )
-    ):
-        return _replay_result(previous)
     rule = inference.reward_rule(kind, dwell_ms)
     trains = rule is not None and decision_id is not None
-    if decision_id is not None and not trains:
-        # reward_apply checks the decision for rewarded kinds; check it for the
-        # others too: it exists, is this user's, and offered this tip.
-        decision_candidate(
-            decision_id=decision_id, user_id=user_id, tip_id=tip_id, policy_name=None
-        )
     result, refused = None, None
     try:
         with transaction.atomic():
-            if event_id is not None and (previous := _previous_locked(event)):
+            if event_id is not None and (previous := _previous(event)):
                 return _replay_result(previous)
+            if decision_id is not None and not trains:
+                # reward_apply checks the decision for rewarded kinds; check it
+                # for the others too: it exists, is this user's, and offered
+                # this tip.
+                decision_candidate(
+                    decision_id=decision_id,
+                    user_id=user_id,
+                    tip_id=tip_id,
+                    policy_name=None,
+                )
             # The event first: a concurrent post of the same event_id waits on
-            # this row's unique index entry (or, partitioned, on the lock
-            # above), then fails, and replays below.
-            rows_insert([event])
+            # the lock taken above (or, on plain tables, on this row's unique
+            # index entry, then fails, and replays below).
+            _event_store(event, now=now)
             if trains:
                 try:
                     result = reward_apply(
@@ -219,7 +217,6 @@ def event_record(
                     if conflict.code != "already_rewarded":
                         raise
                     refused = conflict.detail
-            _profile_count(event, now=now)
     except IntegrityError:
         decision_gone(decision_id)
         if event_id is None or not (
@@ -303,15 +300,24 @@ def _event_counts(event: Event, *, now: datetime) -> features.EventCounts:
     )
 
 
-def _profile_count(event: Event, *, now: datetime) -> None:
-    """Add ``event`` to its user's stored counts: one upsert, inside the event's
-    transaction. A user's first profile is recounted from all their events, so
-    that events stored without one (the bulk loader) count too."""
+def _event_store(event: Event, *, now: datetime) -> None:
+    """Insert ``event`` and add it to its user's stored counts, in the caller's
+    transaction; on PostgreSQL in one statement (the insert in a WITH clause).
+
+    A user's first profile is recounted from all their events at once, so that
+    events stored without one (the bulk loader) count too.
+    """
     stamp = Profile._meta.get_field("computed_at").get_db_prep_save(now, connection)
-    counts = count_values(_event_counts(event, now=now))
-    (inserted,) = fetch_one(
-        _INCREMENT_SQL, [event.user_id, *counts, stamp, stamp, stamp]
-    )
+    counts = [event.user_id, *count_values(_event_counts(event, now=now))]
+    counts += [stamp, stamp, stamp]
+    if connection.vendor == "postgresql":
+        insert, params = rows_insert_sql([event])
+        (inserted,) = fetch_one(
+            f"WITH e AS ({insert}) {_INCREMENT_SQL}", params + counts
+        )
+    else:  # SQLite takes no insert in a WITH clause
+        rows_insert([event])
+        (inserted,) = fetch_one(_INCREMENT_SQL, counts)
     if inserted:
         profile_refresh(user_id=event.user_id, now=now)
 
