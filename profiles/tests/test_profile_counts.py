@@ -70,9 +70,7 @@ def random_event(rng: np.random.Generator, now: dt.datetime) -> dict:
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
-def test_any_sequence_of_events_leaves_each_profile_equal_to_a_recount(
-    seed, registry
-):
+def test_any_sequence_of_events_leaves_each_profile_equal_to_a_recount(seed, registry):
     rng = np.random.default_rng(seed)
     now = timezone.now()
     # History stored by the bulk loader, no profile yet: a user's first event
@@ -183,8 +181,7 @@ def test_concurrent_events_and_recounts_of_one_user_leave_it_exact():
     now = timezone.now()
     events_record_bulk(random_event(rng, now) | {"user_id": "u"} for _ in range(30))
     bodies = [
-        [random_event(rng, now) | {"user_id": "u"} for _ in range(8)]
-        for _ in range(16)
+        [random_event(rng, now) | {"user_id": "u"} for _ in range(8)] for _ in range(16)
     ]
     barrier = threading.Barrier(len(bodies) + 2)
     errors = []
