@@ -259,7 +259,7 @@ def events_record_bulk(
 # --- profiles -----------------------------------------------------------------
 #
 # A profile row keeps the user's counts over the window; each event adds itself
-# to them (``_profile_count``), and a recount from the events (``profile_refresh``,
+# to them (``_event_store``), and a recount from the events (``profile_refresh``,
 # ``profiles_refresh``) replaces them: for the events leaving the window (the
 # TTL), and for a user's first profile. The two writers never lose each other's
 # work: an event's upsert holds the row until it commits, and a recount takes
