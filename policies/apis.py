@@ -12,7 +12,7 @@ from rest_framework.response import Response
 
 from oo_ml.apis import ERRORS, JsonApi
 from oo_ml.permissions import POLICY_CHANGE, POLICY_VIEW, USER_RESET, StaffMay
-from policies import selectors, services
+from policies import gate, selectors, services
 from policies.serializers import (
     DecisionOutputSerializer,
     LearningInput,
@@ -25,7 +25,6 @@ from policies.serializers import (
     record_serializer,
 )
 from profiles.services import profile_features_for_scoring
-from simulations import selectors as sim_selectors
 
 SCORE_INPUT = ScoreInput()
 REWARD_INPUT = RewardInput()
@@ -250,7 +249,7 @@ class AdminPolicyPromoteApi(JsonApi):
         policy = services.policy_promote(
             name=name,
             actor=request.user,
-            evidence_for=sim_selectors.promotion_evidence,
+            evidence_for=gate.promotion_evidence,
         )
         return Response(PolicyOutputSerializer(policy).data)
 
