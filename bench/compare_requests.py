@@ -97,14 +97,21 @@ def main() -> int:
     first = args.side[0][0]
     base = statistics.median(cpu[first])
     print(f"\n{args.route}, {args.requests} requests per run, medians:")
-    print("| side | CPU ms/req | wall ms/req | statements | CPU / " + first + " |")
-    print("|---|---|---|---|---|")
+    # Also each round's ratio to the first side's run of the same round: the
+    # spread says how far the machine's noise reaches.
+    print(
+        f"| side | CPU ms/req | wall ms/req | statements | CPU / {first} "
+        f"| per round: median (range) |"
+    )
+    print("|---|---|---|---|---|---|")
     for name, _, _ in args.side:
         median = statistics.median(cpu[name])
+        rounds = [c / b for c, b in zip(cpu[name], cpu[first], strict=True)]
         print(
             f"| {name} | {median:.2f} ({', '.join(f'{c:.2f}' for c in cpu[name])}) "
             f"| {statistics.median(wall[name]):.2f} | {sent[name]} "
-            f"| {median / base:.2f} |"
+            f"| {median / base:.2f} | {statistics.median(rounds):.2f} "
+            f"({min(rounds):.2f}–{max(rounds):.2f}) |"
         )
     return 0
 
