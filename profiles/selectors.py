@@ -52,8 +52,9 @@ def _counts(row: dict) -> EventCounts:
 
 _EVENT = Event._meta.db_table
 # One user's counts by kind and hour: plain SQL (see oo_ml/db.py), a few dozen
-# rows summed here. Every accepted event recomputes its user's profile, and
-# compiling the ORM's thirty filtered counts cost more than running them.
+# rows summed here. A user's first profile and every stale one are recounted
+# with it, and compiling the ORM's thirty filtered counts cost more than running
+# them.
 _USER_COUNTS_SQL = f"""
     SELECT kind, hour_of_day, COUNT(*), SUM(dwell_ms), COUNT(dwell_ms)
     FROM {_EVENT} WHERE user_id = %s AND occurred_at >= %s
