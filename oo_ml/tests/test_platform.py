@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from conftest import celery_sending_to, gunicorn_serving
+from conftest import celery_sending_to, serving
 from oo_ml.env import env
 
 
@@ -57,12 +57,10 @@ def test_health_answers_503_when_the_database_is_unreachable(var_dir):
     # Nothing listens on port 1: a real server with a real dead database.
     dead_database = "postgres://postgres@127.0.0.1:1/nothing"
     with (
-        gunicorn_serving(
-            dead_database, workers=1, env={"OO_ML_VAR_DIR": str(var_dir)}
-        ) as url,
+        serving(dead_database, 1, env={"OO_ML_VAR_DIR": str(var_dir)}) as served,
         pytest.raises(urllib.error.HTTPError) as caught,
     ):
-        urllib.request.urlopen(f"{url}/health", timeout=10)
+        urllib.request.urlopen(f"{served.url}/health", timeout=10)
     assert caught.value.code == 503
     assert json.loads(caught.value.read()) == {
         "ok": False,
@@ -73,9 +71,9 @@ def test_health_answers_503_when_the_database_is_unreachable(var_dir):
 
 def test_the_api_answers_503_in_its_error_shape_when_the_database_is_down():
     dead_database = "postgres://postgres@127.0.0.1:1/nothing"
-    with gunicorn_serving(dead_database, workers=1) as url:
+    with serving(dead_database, workers=1) as served:
         request = urllib.request.Request(
-            f"{url}/score",
+            f"{served.url}/score",
             data=b'{"user_id": "u1", "candidates": [{"id": "a"}]}',
             headers={"Authorization": "Token x", "Content-Type": "application/json"},
         )
