@@ -81,9 +81,9 @@ SERVERS = {
 # For --faults: the same servers, recycling workers (gunicorn and uWSGI after N
 # requests; granian has no request count, only a lifetime of at least 60 s).
 RECYCLING = {
-    "gunicorn-sync": gunicorn("sync", recycle=500),
+    "gunicorn-sync": gunicorn("sync", recycle=100),
     "granian": granian(lifetime=60),
-    "uwsgi": uwsgi(recycle=500),
+    "uwsgi": uwsgi(recycle=100),
 }
 
 
@@ -303,6 +303,8 @@ def faults(args, log: Path) -> None:
     for name in args.servers:
         checks = {}
         for check, action in (("reload", hup), ("sigkill", kill_one)):
+            if check not in args.checks:
+                continue
             server = Server(name, SERVERS[name], args.workers, log)
             try:
                 wrk(server, "score.lua", args.warmup, 16, args.database)
@@ -312,7 +314,7 @@ def faults(args, log: Path) -> None:
                 checks[check]["alive"] = server.proc.poll() is None
             finally:
                 server.stop()
-        if name in RECYCLING:
+        if name in RECYCLING and "recycle" in args.checks:
             lifetime = "granian" in name
             server = Server(name, RECYCLING[name], args.workers, log)
             try:
@@ -334,6 +336,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=4)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--faults", action="store_true")
+    parser.add_argument(
+        "--checks", nargs="+", default=["reload", "sigkill", "recycle"], help="--faults"
+    )
     parser.add_argument(
         "--quiet-wait", type=float, default=0, help="seconds to wait for quiet"
     )
