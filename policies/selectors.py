@@ -28,6 +28,7 @@ from policies.models import (
     PolicyChange,
     Reward,
     Role,
+    ShadowValue,
     SharedModel,
     array_from_bytes,
     state_from_bytes,
@@ -284,8 +285,10 @@ class PolicyActivity:
     policy: Policy
     last_day: Activity
     all_time: Activity
-    # Shadows: their value estimated from the active policy's rewarded decisions.
+    # Shadows: their value estimated from the active policy's rewarded decisions
+    # (None: no sample), as beat last computed it, and when (None: not yet).
     off_policy: stats.OffPolicyEvidence | None = None
+    off_policy_at: datetime | None = None
 
 
 def _activity(since: datetime) -> dict[int, dict]:
@@ -308,23 +311,32 @@ def policy_activity(*, since: datetime) -> list[PolicyActivity]:
     whatever the size of the logs. The agreement of a shadow counts only
     requests the active policy also answered (not the named routes, where a
     shadow scores alone). "Ever" includes rows retention has since dropped.
+    The shadows' off-policy values are those beat last stored
+    (``policies.offpolicy``): nothing here reads the decision log.
     """
     activity = _activity(since)
     policies = policy_list()
-    off_policy = shadow_values(
-        since=since, shadows=[p for p in policies if p.role == Role.SHADOW]
-    )
+    stored = {
+        value.policy_id: value
+        for value in ShadowValue.objects.filter(policy__role=Role.SHADOW)
+    }
 
     def window(policy_id: int, suffix: str) -> Activity:
         row = activity.get(policy_id, {})
         return Activity(**{name: row.get(f"{name}{suffix}") or 0 for name in MEASURES})
+
+    def value(policy_id: int) -> dict:
+        row = stored.get(policy_id)
+        if row is None:
+            return {}
+        return {"off_policy": row.evidence, "off_policy_at": row.computed_at}
 
     return [
         PolicyActivity(
             policy,
             window(policy.id, "_day"),
             window(policy.id, "_all"),
-            off_policy.get(policy.id),
+            **value(policy.id),
         )
         for policy in policies
     ]
