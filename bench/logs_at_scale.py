@@ -83,12 +83,11 @@ def export_day(day: dt.datetime) -> dict:
     started = time.perf_counter()
     n = 0
     size = 0
-    with open(os.devnull, "w") as sink:
-        for line in export.log_export(since=day, until=day + partitions.DAY):
-            sink.write(line)
-            sink.write("\n")
-            size += len(line) + 1
-            n += 1
+    with open(os.devnull, "wb") as sink:
+        for block in export.log_export(since=day, until=day + partitions.DAY):
+            sink.write(block)
+            size += len(block)
+            n += block.count(b"\n")
     seconds = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
