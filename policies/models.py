@@ -369,7 +369,7 @@ class ActivityHour(models.Model):
 
 class ShadowValue(models.Model):
     """A shadow's off-policy value, as the control room shows it: computed by
-    beat (``offpolicy.shadow_values_refresh``) from the active policy's
+    beat (``services.shadow_values_refresh``) from the active policy's
     rewarded decisions since ``since``, and stored, so the page reads it
     instead of bootstrapping a day of samples per view. One row per shadow,
     replaced at each refresh; ``samples`` 0 (and no estimates) when there was

@@ -312,7 +312,7 @@ def policy_activity(*, since: datetime) -> list[PolicyActivity]:
     requests the active policy also answered (not the named routes, where a
     shadow scores alone). "Ever" includes rows retention has since dropped.
     The shadows' off-policy values are those beat last stored
-    (``policies.offpolicy``): nothing here reads the decision log.
+    (``services.shadow_values_refresh``): nothing here reads the decision log.
     """
     activity = _activity(since)
     policies = policy_list()

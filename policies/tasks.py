@@ -30,6 +30,6 @@ def refit_shared_models() -> int:
 def refresh_shadow_values() -> int:
     """Compute and store every shadow's off-policy value for the control room;
     answers how many shadows it stored."""
-    from policies import offpolicy
+    from policies import services
 
-    return len(offpolicy.shadow_values_refresh())
+    return len(services.shadow_values_refresh())

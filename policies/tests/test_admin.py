@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.utils import timezone
 
-from policies import offpolicy, rollups, selectors, stats
+from policies import rollups, selectors, services, stats
 from policies.models import (
     BanditState,
     Decision,
@@ -341,7 +341,7 @@ def _off_policy_cells(html: str) -> list[str]:
 @pytest.mark.django_db
 def test_the_control_room_shows_snips_and_dr_with_stable_intervals(client, staff_user):
     _rewarded_requests(200)
-    offpolicy.shadow_values_refresh()
+    services.shadow_values_refresh()
     client.force_login(staff_user)
 
     html = client.get("/admin/policies/").content.decode()
@@ -360,14 +360,14 @@ def test_the_control_room_shows_snips_and_dr_with_stable_intervals(client, staff
     assert f'200 <span class="oo-quiet">({value.effective_samples:.0f})' in html
     assert re.search(r'class="oo-quiet oo-computed-at"><time [^>]*>0.minutes ago', html)
     # Seeded: the same log shows the same intervals.
-    offpolicy.shadow_values_refresh()
+    services.shadow_values_refresh()
     assert _off_policy_cells(client.get("/admin/policies/").content.decode()) == cells
 
 
 @pytest.mark.django_db
 def test_the_control_room_says_not_enough_data_below_the_minimum(client, staff_user):
     _rewarded_requests(10)
-    offpolicy.shadow_values_refresh()
+    services.shadow_values_refresh()
     client.force_login(staff_user)
 
     html = client.get("/admin/policies/").content.decode()
@@ -387,7 +387,7 @@ def test_the_stored_value_is_the_one_computed_from_the_log():
     shadow = Policy.objects.get(name="egreedy-v2")
     now = timezone.now()
 
-    rows = offpolicy.shadow_values_refresh(now=now)
+    rows = services.shadow_values_refresh(now=now)
 
     (row,) = [r for r in rows if r.policy == shadow]
     direct = selectors.shadow_values(since=now - timedelta(days=1), shadows=[shadow])
@@ -402,16 +402,16 @@ def test_the_stored_value_is_the_one_computed_from_the_log():
 def test_a_refresh_replaces_the_value_and_forgets_former_shadows():
     _rewarded_requests(60, seed=4)
     shadow = Policy.objects.get(name="egreedy-v2")
-    offpolicy.shadow_values_refresh()
+    services.shadow_values_refresh()
     first = _stored(shadow)
     _rewarded_requests(60, seed=5)
 
-    offpolicy.shadow_values_refresh()
+    services.shadow_values_refresh()
 
     assert ShadowValue.objects.filter(policy=shadow).count() == 1
     assert _stored(shadow).samples == 120 != first.samples
     Policy.objects.filter(id=shadow.id).update(role="retired")
-    rows = offpolicy.shadow_values_refresh()
+    rows = services.shadow_values_refresh()
     assert shadow not in {row.policy for row in rows}
     assert not ShadowValue.objects.filter(policy=shadow).exists()
 
@@ -420,7 +420,7 @@ def test_a_refresh_replaces_the_value_and_forgets_former_shadows():
 def test_a_shadow_with_no_sample_stores_that_it_has_none(client, staff_user):
     shadow = Policy.objects.get(name="egreedy-v2")
 
-    rows = offpolicy.shadow_values_refresh()
+    rows = services.shadow_values_refresh()
 
     (row,) = [r for r in rows if r.policy == shadow]
     assert row.samples == 0 and row.snips is None and _stored(shadow) is None
@@ -437,7 +437,7 @@ def test_the_control_room_reads_the_stored_value_and_never_computes_one(
     client.force_login(staff_user)
     before = client.get("/admin/policies/").content.decode()
     assert "not computed yet" in before and _off_policy_cells(before) == []
-    offpolicy.shadow_values_refresh()
+    services.shadow_values_refresh()
     Reward.objects.all().delete()  # the log moves on; the page shows what beat saw
 
     def refuse(**kwargs):

@@ -1,4 +1,5 @@
-"""The control room's off-policy values, computed by beat and stored.
+"""The shadows' off-policy values for the control room, computed by beat and
+stored.
 
 Estimating a shadow's value reads up to a day of the active policy's rewarded
 decisions and bootstraps them (``selectors.shadow_values``): a fraction of a
