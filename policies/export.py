@@ -32,6 +32,8 @@ SCHEMA = 1
 _DECISION = Decision._meta.db_table
 _REWARD = Reward._meta.db_table
 _POLICY = Policy._meta.db_table
+# Passed through as the database stores them (bonuses, nullable, apart).
+_JSON = ("context", "profile", "candidates", "features", "estimates")
 
 
 def _unless_unrewarded(value: str) -> str:
@@ -39,8 +41,9 @@ def _unless_unrewarded(value: str) -> str:
 
 
 def _sql(vendor: str, with_policy: bool) -> str:
-    """The statement whose one column is each decision's line; parameters:
-    the id bounds, (the policy), and the bounds of its rewards."""
+    """The statement whose one column is each decision's line. Parameters: the
+    id bounds and the earliest time of its rewards, the id bounds again, and
+    (``with_policy``) the policy's id."""
     if vendor == "postgresql":
 
         def text(x):
@@ -83,8 +86,7 @@ def _sql(vendor: str, with_policy: bool) -> str:
         ("user_id", string("d.user_id")),
         ("policy", string("p.name")),
         ("role", string("d.role")),
-        *((name, text(f"d.{name}")) for name in ("context", "profile", "candidates")),
-        *((name, text(f"d.{name}")) for name in ("features", "estimates")),
+        *((name, text(f"d.{name}")) for name in _JSON),
         ("bonuses", f"COALESCE({text('d.bonuses')}, 'null')"),
         ("pick_index", "CAST(d.pick_index AS TEXT)"),
         ("tip_id", string("d.tip_id")),

@@ -34,10 +34,13 @@ class Command(BaseCommand):
         if not since < until:
             raise CommandError("--since must be before --until")
         out = open(output, "wb") if output else None  # noqa: SIM115
-        if out:
-            write = out.write
-        else:
-            write = lambda block: self.stdout.write(block.decode(), ending="")  # noqa: E731
+
+        def write(block: bytes) -> None:
+            if out:
+                out.write(block)
+            else:
+                self.stdout.write(block.decode(), ending="")
+
         count = 0
         try:
             for block in log_export(since=since, until=until, policy=policy):
