@@ -269,6 +269,9 @@ SIMULATION_MAX_CHUNKS = env("OO_ML_SIMULATION_MAX_CHUNKS", 1000)
 SIMULATION_CHUNK_TIME_LIMIT = env("OO_ML_SIMULATION_CHUNK_TIME_LIMIT", 600)
 # How often a hybrid policy's shared model is refit from the reward log.
 SHARED_MODEL_REFIT_SECONDS = env("OO_ML_SHARED_MODEL_REFIT_SECONDS", 600.0)
+# How often the shadows' off-policy values (the control room's "value if
+# active") are computed and stored: the page shows the stored ones.
+SHADOW_VALUE_SECONDS = env("OO_ML_SHADOW_VALUE_SECONDS", 300.0)
 # The promotion gate: a shadow passes when the 95% interval of its paired
 # difference from the active policy (mean reward per decision) starts at
 # -GATE_MARGIN or above. 0: it must not be worse.
@@ -298,6 +301,10 @@ CELERY_BEAT_SCHEDULE = {
     "refit-shared-models": {
         "task": "policies.refit_shared_models",
         "schedule": SHARED_MODEL_REFIT_SECONDS,
+    },
+    "refresh-shadow-values": {
+        "task": "policies.refresh_shadow_values",
+        "schedule": SHADOW_VALUE_SECONDS,
     },
 }
 
