@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "policies",
     "profiles",
     "simulations",
+    "generation",
 ]
 
 MIDDLEWARE = [
@@ -329,4 +330,7 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+    # httpx logs every request at INFO: one line per LLM call is noise; the
+    # client logs its failures itself.
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
 }
