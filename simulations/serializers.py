@@ -183,6 +183,13 @@ class RunSerializer(serializers.Serializer):
     status = serializers.CharField()
     policies = serializers.ListField(child=serializers.CharField())
     judge = serializers.CharField()
+    judge_model = serializers.CharField(
+        help_text='The llm judge\'s model, fixed when the run was created; "" for '
+        "other judges."
+    )
+    judge_prompt_version = serializers.CharField(
+        help_text='The llm judge\'s prompt version; "" for other judges.'
+    )
     n_users = serializers.IntegerField()
     n_rounds = serializers.IntegerField()
     n_candidates = serializers.IntegerField()

@@ -147,6 +147,11 @@ def test_the_api_refuses_the_llm_judge_without_an_llm_and_takes_it_with_one(
     started = staff_api.post("/api/simulations", body, format="json")
     assert started.status_code == 202, started.content
     assert Run.objects.get().judge_model == MODEL
+    answer = started.json()
+    assert (answer["judge_model"], answer["judge_prompt_version"]) == (
+        MODEL,
+        "judge-v1",
+    )
 
 
 def test_the_admin_form_says_the_llm_judge_is_off_and_refuses_it(
@@ -183,3 +188,7 @@ def test_the_run_page_shows_the_model_and_the_fallbacks(fake_llm, client, staff_
     assert f"model {MODEL}, prompt judge-v1" in html
     fallbacks = run.summary["judge"]["fallbacks"]
     assert f"{fallbacks} of 160 reactions fell back" in html
+    # What the model said, read-only.
+    answers = client.get("/admin/simulations/judgeanswer/").content.decode()
+    assert "The user would most likely snooze this one." in answers
+    assert client.get("/admin/simulations/judgeanswer/add/").status_code == 403
