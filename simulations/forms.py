@@ -56,7 +56,7 @@ class RunStartForm(forms.Form):
         ]
         self.fields["judge"].choices = [
             (name, name if services.judge_off_reason(name) is None else f"{name} (off)")
-            for name in services.JUDGE_NAMES
+            for name in services.judge_names()
         ]
         off = services.judge_off_reason(services.LLM_JUDGE)
         if off:  # say why before anyone picks it (run_create refuses it too)

@@ -64,7 +64,6 @@ MAX_CHUNK_CELLS = 20_000_000
 BULK_BATCH = 5_000  # rows per INSERT where there is no COPY
 IDEMPOTENCY_KEY_MAX = 200
 LLM_JUDGE = llm_judge.LlmJudge.name
-JUDGE_NAMES = (*sorted(JUDGES), LLM_JUDGE)
 LLM_JUDGE_MAX_TOKENS = 200  # a reaction is a short JSON object
 
 
@@ -125,6 +124,11 @@ def _policy_specs(names: list[str]) -> list[dict]:
     return [policy_spec(found[n]) for n in names]
 
 
+def judge_names() -> tuple[str, ...]:
+    """Every judge a run may name: the pure ones, then the llm judge."""
+    return (*sorted(JUDGES), LLM_JUDGE)
+
+
 def judge_off_reason(name: str) -> str | None:
     """Why the judge ``name`` cannot be used now, or None: the llm judge
     needs an LLM."""
@@ -133,9 +137,10 @@ def judge_off_reason(name: str) -> str | None:
 
 def _judge_model(judge) -> str:
     """Check the judge's name; the model the llm judge will ask, else ""."""
-    if not isinstance(judge, str) or judge not in JUDGE_NAMES:
+    names = judge_names()
+    if not isinstance(judge, str) or judge not in names:
         raise InvalidInput(
-            f"No judge named {judge!r}: one of {', '.join(JUDGE_NAMES)}.",
+            f"No judge named {judge!r}: one of {', '.join(names)}.",
             field="judge",
         )
     if judge != LLM_JUDGE:

@@ -40,7 +40,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--judge",
             default="rule",
-            choices=services.JUDGE_NAMES,
+            choices=services.judge_names(),
             help="how simulated users react: rule, or llm (a model plays the "
             "persona; needs OO_ML_LLM_BASE_URL)",
         )
