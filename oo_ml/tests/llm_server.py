@@ -110,3 +110,13 @@ class FakeLlm:
     def count(self) -> int:
         with self._lock:
             return len(self.requests)
+
+
+if __name__ == "__main__":
+    # `python -m oo_ml.tests.llm_server`: serve one canned tip until killed, and
+    # print the base URL (bin/fuzz points the platform at it).
+    with FakeLlm(
+        lambda body: chat("Ready to file your taxes? It takes a minute.")
+    ) as s:
+        print(s.url, flush=True)
+        threading.Event().wait()
