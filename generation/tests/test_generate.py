@@ -306,3 +306,16 @@ def _fields(prompt: prompts.Prompt) -> dict:
     import dataclasses
 
     return dataclasses.asdict(prompt)
+
+
+def test_the_versions_page_needs_the_view_permission(client):
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    user = get_user_model().objects.create_user(
+        username="viewer", password="x" * 12, is_staff=True
+    )
+    client.force_login(user)
+    assert client.get("/admin/generation/generation/").status_code == 403
+    user.user_permissions.set(Permission.objects.filter(codename="view_generation"))
+    assert client.get("/admin/generation/generation/").status_code == 200
