@@ -156,8 +156,8 @@ class JudgeStats:
     reactions: int = 0
     fallbacks_invalid: int = 0  # the answer was unusable (kept: a rerun agrees)
     fallbacks_unavailable: int = 0  # no answer (not kept: a rerun asks again)
-    prompts: int = 0  # distinct prompts looked up
-    cached: int = 0  # of which found in the cache
+    prompts: int = 0  # distinct prompts looked up, per round and policy
+    cached: int = 0  # of which answered already (by the cache, or this chunk)
     asked: int = 0  # of which asked of the model
 
     def as_dict(self) -> dict[str, int]:
@@ -194,6 +194,7 @@ class LlmJudge:
         self._prompts: dict[tuple, tuple[str, list[dict[str, str]]]] = {}
         self._lock = threading.Lock()
         self._unavailable_asks = 0
+        self._read: dict[str, str] = {}  # answers read or kept in this chunk
         self.stats = JudgeStats()
 
     def _prompt(self, situation: tuple) -> tuple[str, list[dict[str, str]]]:
@@ -213,25 +214,34 @@ class LlmJudge:
         return found
 
     def _answers(self, prompts: Mapping[str, list[dict[str, str]]]) -> dict[str, str]:
-        """Every prompt's answer: kept ones, then the model's for the rest
-        (kept in turn). A prompt the model could not answer is left out."""
-        answers = self._cache.get_many(prompts.keys())
+        """Every prompt's answer: those this judge has read already, those
+        kept, then the model's for the rest (kept in turn). A prompt the model
+        could not answer is left out."""
+        answers = {key: self._read[key] for key in prompts if key in self._read}
+        unread = [key for key in prompts if key not in answers]
+        if unread:
+            answers.update(self._cache.get_many(unread))
         missing = [key for key in prompts if key not in answers]
         self.stats.prompts += len(prompts)
         self.stats.cached += len(answers)
-        if not missing:
-            return answers
-        self.stats.asked += len(missing)
+        if missing:
+            answers.update(self._ask_and_keep({key: prompts[key] for key in missing}))
+        self._read.update(answers)
+        return answers
+
+    def _ask_and_keep(
+        self, prompts: Mapping[str, list[dict[str, str]]]
+    ) -> dict[str, str]:
+        """Ask the model each prompt, a few at once, and keep what it says."""
+        self.stats.asked += len(prompts)
         with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
-            texts = list(pool.map(self._ask_once, (prompts[k] for k in missing)))
+            texts = list(pool.map(self._ask_once, prompts.values()))
         asked = [
-            Asked(key, prompts[key], text)
-            for key, text in zip(missing, texts, strict=True)
+            Asked(key, messages, text)
+            for (key, messages), text in zip(prompts.items(), texts, strict=True)
             if text is not None
         ]
-        if asked:
-            answers.update(self._cache.put_many(asked))
-        return answers
+        return self._cache.put_many(asked) if asked else {}
 
     def _ask_once(self, messages: list[dict[str, str]]) -> str | None:
         """Ask, unless the model has failed too often in this chunk already."""
