@@ -113,10 +113,12 @@ class FakeLlm:
 
 
 if __name__ == "__main__":
-    # `python -m oo_ml.tests.llm_server`: serve one canned tip until killed, and
-    # print the base URL (bin/fuzz points the platform at it).
-    with FakeLlm(
-        lambda body: chat("Ready to file your taxes? It takes a minute.")
-    ) as s:
-        print(s.url, flush=True)
+    # `python -m oo_ml.tests.llm_server [ANSWER]`: answer every question with
+    # ANSWER (a canned tip by default) until killed, and print the base URL
+    # (bin/fuzz points the platform at it).
+    import sys
+
+    answer = sys.argv[1] if len(sys.argv) > 1 else "Ready to file your taxes?"
+    with FakeLlm(lambda body: chat(answer)) as server:
+        print(server.url, flush=True)
         threading.Event().wait()
