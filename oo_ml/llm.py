@@ -135,7 +135,7 @@ class LlmClient:
                 response = self._http.post("/chat/completions", json=body)
             except httpx.TimeoutException:
                 failure = f"no answer within {self.config.timeout_seconds:g} s"
-            except httpx.TransportError as error:
+            except httpx.RequestError as error:
                 failure = f"cannot be reached ({type(error).__name__}: {error})"
             else:
                 if response.status_code == 200:
