@@ -89,6 +89,13 @@ def staff_api(staff_user) -> APIClient:
     return client
 
 
+@pytest.fixture(autouse=True)
+def _no_llm(settings):
+    """No test reaches an LLM configured in the environment: those that need
+    one start their own (``fake_llm``)."""
+    settings.LLM_BASE_URL = ""
+
+
 @pytest.fixture
 def fake_llm(settings):
     """Start a local OpenAI-compatible server, ``fake_llm(respond)``, and point
