@@ -7,7 +7,7 @@ from rest_framework.response import Response
 
 from generation import services
 from generation.serializers import GenerateInput, GenerateOutputSerializer
-from policies.apis import ERROR, ERRORS, JsonApi
+from oo_ml.apis import ERROR, ERRORS, JsonApi
 from policies.serializers import record_serializer
 
 GENERATE_INPUT = GenerateInput()

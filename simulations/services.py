@@ -32,7 +32,7 @@ from oo_ml.idempotency import fingerprint
 from oo_ml.llm import LlmUnavailable, llm_client, llm_config, llm_off_reason
 from policies.models import Policy
 from profiles import inference
-from simulations import engine, llm_judge
+from simulations import engine, llm_judge, tasks
 from simulations.judges import JUDGES, Judge
 from simulations.models import (
     ChunkStatus,
@@ -547,8 +547,6 @@ def run_finish(*, run_id: uuid.UUID) -> Run:
 
 
 def _chunk_tasks_send(chunks: Sequence[tuple[uuid.UUID, int]]) -> None:
-    from simulations import tasks  # tasks import this module
-
     for run_id, index in chunks:
         tasks.run_chunk.delay(str(run_id), index)
 
@@ -567,8 +565,6 @@ def _fan_out_send(run_id: uuid.UUID) -> None:
     """Hand the run's fan-out task to the broker. If the broker cannot take it,
     the run, which nothing has started, is deleted, so the caller's retry (with
     the same Idempotency-Key, say) starts it afresh, and the caller hears 503."""
-    from simulations import tasks  # tasks import this module
-
     try:
         tasks.run_fan_out.delay(str(run_id))
     except Exception as error:  # any failure to send: nothing was started
