@@ -319,3 +319,25 @@ def test_the_versions_page_needs_the_view_permission(client):
     assert client.get("/admin/generation/generation/").status_code == 403
     user.user_permissions.set(Permission.objects.filter(codename="view_generation"))
     assert client.get("/admin/generation/generation/").status_code == 200
+
+
+def test_a_reward_inferred_from_an_event_counts_for_the_version(api, fake_llm):
+    fake_llm(writer)
+    decision = score(api)
+    body = {**BODY, "decision_id": decision["decision_id"]}
+    generate(api, {**body, "prompt_version": "v2-urgency"})
+    event = api.post(
+        "/events",
+        {
+            "user_id": "u42",
+            "tip_id": "t1",
+            "kind": "done",
+            "dwell_ms": 60_000,
+            "decision_id": decision["decision_id"],
+        },
+        format="json",
+    )
+    assert event.status_code == 200, event.content
+    assert event.json()["reward"] == 1.0
+    v2 = {row.prompt.version: row for row in prompt_version_rewards()}["v2-urgency"]
+    assert (v2.rewards, v2.mean_reward) == (1, 1.0)
