@@ -57,7 +57,7 @@ def wait_for(condition, *, timeout: float, what: str, every: float = 0.01):
     return result
 
 
-def ended(run: Run, timeout: float = 30) -> Run:
+def ended(run: Run, timeout: float = 120) -> Run:
     return wait_for(
         lambda: Run.objects.filter(
             pk=run.pk, status__in=[RunStatus.FINISHED, RunStatus.FAILED]
@@ -90,7 +90,7 @@ def kill_mid_chunk(worker, run: Run) -> None:
     written, and check the one cut short left nothing behind."""
     wait_for(
         lambda: Run.objects.get(pk=run.pk).chunks_done >= 1 and copying_events(),
-        timeout=30,
+        timeout=120,
         what="a chunk done and another being written",
     )
     worker.kill()
@@ -212,7 +212,7 @@ def test_the_embedded_broker_loses_a_killed_workers_chunk_until_the_sweep(
     second = celery_worker(embedded_broker, concurrency=1)
     wait_for(
         lambda: Run.objects.get(pk=run.pk).chunks_done == run.chunks_total - 1,
-        timeout=30,
+        timeout=120,
         what="every chunk but the lost one",
     )
     time.sleep(2.5)  # the broker is polled every second: nothing more comes
