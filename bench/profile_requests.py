@@ -1,4 +1,4 @@
-"""Where a /score or /reward spends its time, and how many queries it makes.
+"""Where a /score, /reward or /events spends its time, and how many queries it makes.
 
 Drives the full Django stack (middleware, DRF, serializers, services, ORM) in
 process through the test client, against the benchmark database, with the same
@@ -8,6 +8,13 @@ requests. No HTTP server or network is involved, so this is the server-side cost
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/oo_ml_bench \\
         .venv/bin/python bench/profile_requests.py --requests 2000
+
+``--code DIR`` runs another checkout's application code (a ``git worktree`` of an
+older commit, on a database migrated by that code) with this script, so two
+versions can be measured the same way; ``bench/compare_requests.py`` does that
+interleaved. ``--history N`` first stores N events per user over the last 35
+days (once, into a database without events), so that a per-user recount has a
+realistic history to count.
 """
 
 from __future__ import annotations
@@ -25,7 +32,15 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+def code_dir() -> Path:
+    """The checkout whose application code runs: ``--code DIR``, else this one."""
+    if "--code" in sys.argv:
+        return Path(sys.argv[sys.argv.index("--code") + 1]).resolve()
+    return Path(__file__).resolve().parent.parent
+
+
+sys.path.insert(0, str(code_dir()))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "oo_ml.settings")
 # A key of this run's own: the app refuses its built-in one with DEBUG off.
 os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
@@ -75,7 +90,58 @@ def reward_body(rng: random.Random, users: int) -> dict:
     }
 
 
-BODIES = {"/score": score_body, "/reward": reward_body}
+KINDS = ("served", "served", "done", "dismissed", "snoozed", "viewed")
+
+
+def event_body(rng: random.Random, users: int) -> dict:
+    """A reaction without a decision, as bench/events.lua sends."""
+    kind = rng.choice(KINDS)
+    body = {
+        "user_id": f"user-{rng.randrange(users)}",
+        "tip_id": f"task-{rng.randrange(200)}",
+        "kind": kind,
+        "hour_of_day": rng.randint(0, 23),
+    }
+    if kind == "done":
+        body["dwell_ms"] = rng.randint(1000, 900_000)
+    return body
+
+
+BODIES = {"/score": score_body, "/reward": reward_body, "/events": event_body}
+
+
+def history_load(per_user: int, users: int, rng: random.Random) -> None:
+    """``per_user`` events for each user over the last 35 days, and their
+    profiles; nothing if the database has events already."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from profiles import services
+    from profiles.models import Event
+
+    if Event.objects.exists():
+        return
+    now = timezone.now()
+    ids = [f"user-{u}" for u in range(users)]
+    for user_id in ids:
+        rows = []
+        for _ in range(per_user):
+            body = event_body(rng, 1) | {"user_id": user_id}
+            body["occurred_at"] = now - timedelta(days=rng.uniform(0, 35))
+            rows.append(body)
+        services.events_record_bulk(rows)
+    services.profiles_refresh(user_ids=ids)
+
+
+def token_make() -> str:
+    """A service token, by whichever name the code under test has."""
+    from oo_ml import auth
+
+    if hasattr(auth, "service_token_create"):
+        return auth.service_token_create(name="bench")
+    return auth.service_token_get_or_create(name="bench")
+
 
 # Where a function's own time is charged: the first pattern its file matches.
 CATEGORIES = (
@@ -200,6 +266,9 @@ def main() -> int:
     parser.add_argument(
         "--no-profile", action="store_true", help="only time and count queries"
     )
+    parser.add_argument("--code", type=Path, help="run this checkout's app code")
+    parser.add_argument("--history", type=int, default=0, help="events per user")
+    parser.add_argument("--warmup", type=int, default=200)
     args = parser.parse_args()
 
     import django
@@ -209,13 +278,12 @@ def main() -> int:
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    from oo_ml.auth import service_token_create
-
     if connection.vendor != "postgresql":
         print("warning: not PostgreSQL; set DATABASE_URL to the bench database")
-    token = service_token_create(name="bench")
-    client = Client(HTTP_AUTHORIZATION=f"Token {token}")
+    client = Client(HTTP_AUTHORIZATION=f"Token {token_make()}")
     rng = random.Random(1)
+    if args.history:
+        history_load(args.history, args.users, rng)
 
     def post(route: str, body: dict):
         response = client.post(route, json.dumps(body), content_type="application/json")
@@ -228,7 +296,7 @@ def main() -> int:
     for route in args.routes:
         make = BODIES[route]
         # Warm: the token cache, connection, imports; every user gets a state row.
-        for _ in range(200):
+        for _ in range(args.warmup):
             post(route, make(rng, args.users))
 
         with CaptureQueriesContext(connection) as queries, statements() as sent:

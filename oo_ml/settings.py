@@ -197,7 +197,9 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "oo_ml.auth.client_ip"
 HISTORY_LIMIT = 100
-# A stored profile older than this is recomputed when read (SPEC section 6).
+# A stored profile not recounted from the events for this long is recounted when
+# read: events add to its counts as they arrive, the recount takes out those that
+# left the 30-day window.
 PROFILE_TTL_SECONDS = env("OO_ML_PROFILE_TTL_SECONDS", 900)
 # Rewards: the range /reward accepts, and what a second reward for one decision
 # does: "first" refuses it (409 already_rewarded), "sum" applies every one.
@@ -305,8 +307,8 @@ if not 1 <= LLM_CONCURRENCY <= 64:
 # The prompt version /generate uses when a request names none (generation/prompts.py).
 PROMPT_VERSION = env("OO_ML_PROMPT_VERSION", "v1").strip()
 # Run by `celery -A oo_ml beat` (`make run` starts its worker with --beat). Every
-# half TTL it recomputes the profiles over half a TTL old, so a profile is
-# refreshed before it goes stale and /score seldom recomputes one itself. Every
+# half TTL it recounts the profiles over half a TTL old, so a profile is
+# recounted before it goes stale and /score seldom recounts one itself. Every
 # minute it looks for simulation runs whose chunks a worker lost (an embedded
 # broker does not deliver a killed worker's message again).
 CELERY_BEAT_SCHEDULE = {

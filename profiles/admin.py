@@ -72,7 +72,12 @@ class ProfileAdmin(ReadOnlyAdmin):
     def freshness(self, profile: Profile) -> str:
         ttl = settings.PROFILE_TTL_SECONDS
         state = "stale" if profile.is_stale(ttl_seconds=ttl) else "fresh"
-        return f"{timesince(profile.computed_at, timezone.now())} ago, {state}"
+        # Events add to the counts as they arrive; a recount takes out those
+        # that left the window, and is due once the profile is stale.
+        return (
+            f"recounted {timesince(profile.computed_at, timezone.now())} ago, "
+            f"{state}, counting every event since"
+        )
 
     @admin.display(description=f"Events by kind, last {features.WINDOW_DAYS} days")
     def event_counts(self, profile: Profile):

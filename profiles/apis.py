@@ -39,8 +39,10 @@ class EventApi(JsonApi):
 
 
 class ProfileApi(JsonApi):
-    """The user's profile features, current as of their last event; recomputed
-    first if older than the TTL (as old events leave the 30-day window)."""
+    """The user's profile features, current as of their last event; its counts
+    are recounted from the events first if that was last done longer ago than
+    the TTL (as old events leave the 30-day window). ``computed_at`` is that
+    last recount."""
 
     @extend_schema(
         responses={

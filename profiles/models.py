@@ -78,38 +78,100 @@ class Event(CreatedModel):
 
 
 class Profile(TimeStampedModel):
-    """One user's five profile features, as computed at ``computed_at``.
+    """One user's event counts over the last 30 days, and the five features
+    computed from them (``features.compute``, the same maths everywhere).
 
-    Two of the counts they came from are kept beside them, to explain the rates
-    (tip_volume_30d is the third).
+    Every accepted event adds itself to the counts in its own transaction
+    (``profiles.services.event_record``). ``computed_at`` is when the counts
+    were last recounted from the events: events leaving the window are taken out
+    only by a recount, so a profile older than the TTL is recounted before use.
     """
 
     user_id = models.CharField(max_length=128, unique=True)
-    completion_rate_30d = models.FloatField(null=True, blank=True)
-    dismiss_rate_30d = models.FloatField(null=True, blank=True)
-    mean_dwell_ms_30d = models.FloatField(null=True, blank=True)
-    preferred_hour = models.PositiveSmallIntegerField(null=True, blank=True)
-    tip_volume_30d = models.PositiveIntegerField(default=0)
+    tip_volume_30d = models.PositiveIntegerField(
+        default=0, help_text="Served events (the tip_volume_30d feature)."
+    )
     done_30d = models.PositiveIntegerField(default=0)
     dismissed_30d = models.PositiveIntegerField(default=0)
-    computed_at = models.DateTimeField()
-
-    class Meta:
-        constraints = [
-            models.CheckConstraint(
-                condition=Q(preferred_hour__isnull=True)
-                | Q(preferred_hour__gte=0, preferred_hour__lte=23),
-                name="profile_hour_in_range",
-            ),
-        ]
+    done_dwell_sum_30d = models.PositiveBigIntegerField(
+        default=0, help_text="Sum of the done events' dwell (ms), of those with one."
+    )
+    done_dwell_count_30d = models.PositiveIntegerField(
+        default=0, help_text="How many done events carry a dwell."
+    )
+    computed_at = models.DateTimeField(
+        help_text="When the counts were last recounted from the events."
+    )
 
     def __str__(self) -> str:
         return f"profile of {self.user_id}"
 
     @property
+    def counts(self) -> features.EventCounts:
+        return counts_from_values(getattr(self, name) for name in COUNT_FIELDS)
+
+    @property
     def features(self) -> dict[str, float | int | None]:
-        return {name: getattr(self, name) for name in features.NAMES}
+        return features.compute(self.counts)
+
+    @property
+    def completion_rate_30d(self) -> float | None:
+        return self.features["completion_rate_30d"]
+
+    @property
+    def dismiss_rate_30d(self) -> float | None:
+        return self.features["dismiss_rate_30d"]
+
+    @property
+    def mean_dwell_ms_30d(self) -> float | None:
+        return self.features["mean_dwell_ms_30d"]
+
+    @property
+    def preferred_hour(self) -> int | None:
+        return self.features["preferred_hour"]
 
     def is_stale(self, *, ttl_seconds: float, now=None) -> bool:
         now = now or timezone.now()
         return (now - self.computed_at).total_seconds() > ttl_seconds
+
+
+# The done events per hour of day, one column each: an event adds 1 to one of
+# them with plain arithmetic in its upsert.
+HOUR_FIELDS = tuple(f"done_h{hour}" for hour in range(features.HOURS))
+for _name in HOUR_FIELDS:
+    Profile.add_to_class(_name, models.PositiveIntegerField(default=0))
+
+# The stored counts, in the order of ``count_values``.
+COUNT_FIELDS = (
+    "tip_volume_30d",
+    "done_30d",
+    "dismissed_30d",
+    "done_dwell_sum_30d",
+    "done_dwell_count_30d",
+    *HOUR_FIELDS,
+)
+
+
+def count_values(counts: features.EventCounts) -> tuple[int, ...]:
+    """``counts`` as the values of ``COUNT_FIELDS``."""
+    return (
+        counts.served,
+        counts.done,
+        counts.dismissed,
+        counts.done_dwell_sum,
+        counts.done_dwell_count,
+        *counts.done_by_hour,
+    )
+
+
+def counts_from_values(values) -> features.EventCounts:
+    """The inverse of ``count_values``: counts from the columns' values."""
+    served, done, dismissed, dwell_sum, dwell_count, *by_hour = values
+    return features.EventCounts(
+        served=served,
+        done=done,
+        dismissed=dismissed,
+        done_dwell_sum=dwell_sum,
+        done_dwell_count=dwell_count,
+        done_by_hour=tuple(by_hour),
+    )

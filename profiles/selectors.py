@@ -11,7 +11,7 @@ from django.utils import timezone
 from oo_ml.db import fetch_all, fetch_one
 from profiles import features, inference
 from profiles.features import EventCounts
-from profiles.models import Event, Kind, Profile
+from profiles.models import COUNT_FIELDS, Event, Kind, Profile, counts_from_values
 
 
 def window_start(now: datetime) -> datetime:
@@ -52,8 +52,9 @@ def _counts(row: dict) -> EventCounts:
 
 _EVENT = Event._meta.db_table
 # One user's counts by kind and hour: plain SQL (see oo_ml/db.py), a few dozen
-# rows summed here. Every accepted event recomputes its user's profile, and
-# compiling the ORM's thirty filtered counts cost more than running them.
+# rows summed here. A user's first profile and every stale one are recounted
+# with it, and compiling the ORM's thirty filtered counts cost more than running
+# them.
 _USER_COUNTS_SQL = f"""
     SELECT kind, hour_of_day, COUNT(*), SUM(dwell_ms), COUNT(dwell_ms)
     FROM {_EVENT} WHERE user_id = %s AND occurred_at >= %s
@@ -119,22 +120,22 @@ def user_has_events(*, user_id: str) -> bool:
 
 
 _PROFILE = Profile._meta.db_table
-_FEATURE_COLUMNS = ", ".join(features.NAMES)
 # Read on /score for a policy that uses profiles: plain SQL (see oo_ml/db.py).
 _PROFILE_SQL = (
-    f"SELECT {_FEATURE_COLUMNS}, computed_at FROM {_PROFILE} WHERE user_id = %s"
+    f"SELECT {', '.join(COUNT_FIELDS)}, computed_at FROM {_PROFILE} WHERE user_id = %s"
 )
 
 
 def stored_features(*, user_id: str) -> tuple[dict, datetime] | None:
-    """The user's stored features and when they were computed, or None."""
+    """The features of the user's stored counts, and when those were last
+    recounted from the events; None without a profile."""
     row = fetch_one(_PROFILE_SQL, [user_id])
     if row is None:
         return None
     computed_at = row[-1]
     if timezone.is_naive(computed_at):  # SQLite: stored in UTC, read back naive
         computed_at = timezone.make_aware(computed_at, UTC)
-    return dict(zip(features.NAMES, row[:-1], strict=True)), computed_at
+    return features.compute(counts_from_values(row[:-1])), computed_at
 
 
 def profile_get(*, user_id: str) -> Profile | None:

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from oo_ml.db import names_lock, rows_insert
+from oo_ml.db import fetch_one, names_lock, rows_insert, rows_insert_sql
 from oo_ml.errors import Conflict, NotFound
 from oo_ml.idempotency import EVENT_REWARD_PREFIX, fingerprint, previous_or_conflict
 from policies.models import Reward
@@ -23,7 +23,7 @@ from policies.services import (
     reward_apply,
 )
 from profiles import features, inference, selectors
-from profiles.models import Event, Profile
+from profiles.models import COUNT_FIELDS, Event, Kind, Profile, count_values
 
 # --- events -------------------------------------------------------------------
 
@@ -134,13 +134,13 @@ def _replay_result(event: Event) -> EventResult:
     )
 
 
-def _previous_locked(event: Event) -> Event | None:
-    """The replay check again, under a lock on the event id, where the log is
-    partitioned: its event ids cannot have a unique index (docs/logs.md), so
-    two posts of one id queue here and the second finds the first."""
-    if connection.vendor != "postgresql":
-        return None  # plain tables: the unique index stops a second one
-    names_lock([f"event-id:{event.event_id}"])
+def _previous(event: Event) -> Event | None:
+    """The event stored before with the same event id, if any (a Conflict if
+    its content differs). Under a lock on the id where the log is partitioned:
+    its event ids cannot have a unique index (docs/logs.md), so two posts of
+    one id queue here and the second finds the first."""
+    if connection.vendor == "postgresql":
+        names_lock([f"event-id:{event.event_id}"])
     return previous_or_conflict(
         Event.objects, event_id=event.event_id, fingerprint=event.fingerprint
     )
@@ -168,6 +168,7 @@ def event_record(
     the profile. A repeated ``event_id`` with the same content changes nothing;
     with other content it is a Conflict.
     """
+    now = timezone.now()
     event = _event_build(
         user_id=user_id,
         tip_id=tip_id,
@@ -177,30 +178,29 @@ def event_record(
         event_id=event_id,
         occurred_at=occurred_at,
         hour_of_day=hour_of_day,
+        now=now,
     )
-    if event_id is not None and (
-        previous := previous_or_conflict(
-            Event.objects, event_id=event_id, fingerprint=event.fingerprint
-        )
-    ):
-        return _replay_result(previous)
     rule = inference.reward_rule(kind, dwell_ms)
     trains = rule is not None and decision_id is not None
-    if decision_id is not None and not trains:
-        # reward_apply checks the decision for rewarded kinds; check it for the
-        # others too: it exists, is this user's, and offered this tip.
-        decision_candidate(
-            decision_id=decision_id, user_id=user_id, tip_id=tip_id, policy_name=None
-        )
     result, refused = None, None
     try:
         with transaction.atomic():
-            if event_id is not None and (previous := _previous_locked(event)):
+            if event_id is not None and (previous := _previous(event)):
                 return _replay_result(previous)
+            if decision_id is not None and not trains:
+                # reward_apply checks the decision for rewarded kinds; check it
+                # for the others too: it exists, is this user's, and offered
+                # this tip.
+                decision_candidate(
+                    decision_id=decision_id,
+                    user_id=user_id,
+                    tip_id=tip_id,
+                    policy_name=None,
+                )
             # The event first: a concurrent post of the same event_id waits on
-            # this row's unique index entry (or, partitioned, on the lock
-            # above), then fails, and replays below.
-            rows_insert([event])
+            # the lock taken above (or, on plain tables, on this row's unique
+            # index entry, then fails, and replays below).
+            _event_store(event, now=now)
             if trains:
                 try:
                     result = reward_apply(
@@ -217,7 +217,6 @@ def event_record(
                     if conflict.code != "already_rewarded":
                         raise
                     refused = conflict.detail
-            profile_refresh(user_id=user_id)
     except IntegrityError:
         decision_gone(decision_id)
         if event_id is None or not (
@@ -258,14 +257,69 @@ def events_record_bulk(
 
 
 # --- profiles -----------------------------------------------------------------
+#
+# A profile row keeps the user's counts over the window; each event adds itself
+# to them (``_event_store``), and a recount from the events (``profile_refresh``,
+# ``profiles_refresh``) replaces them: for the events leaving the window (the
+# TTL), and for a user's first profile. The two writers never lose each other's
+# work: an event's upsert holds the row until it commits, and a recount takes
+# the row (creating it if need be) before it counts, so it either counts a
+# committed event or runs before the event's upsert adds to its result.
 
-_UPDATE_FIELDS = [
-    *features.NAMES,
-    "done_30d",
-    "dismissed_30d",
-    "computed_at",
-    "updated_at",
-]
+_PROFILE = Profile._meta.db_table
+_COUNTS = ", ".join(COUNT_FIELDS)
+_VALUES = ", ".join(["%s"] * (len(COUNT_FIELDS) + 4))
+_ADDS = ", ".join(f"{c} = {_PROFILE}.{c} + EXCLUDED.{c}" for c in COUNT_FIELDS)
+_INCREMENT_SQL = f"""
+    INSERT INTO {_PROFILE} (user_id, {_COUNTS}, computed_at, created_at, updated_at)
+    VALUES ({_VALUES})
+    ON CONFLICT (user_id) DO UPDATE SET {_ADDS}, updated_at = EXCLUDED.updated_at
+    RETURNING computed_at = updated_at
+"""  # true only for an insert: it stamps both times with one value
+_NO_COUNTS = features.EventCounts()
+
+
+def _event_counts(event: Event, *, now: datetime) -> features.EventCounts:
+    """What one event adds to its user's counts: nothing if it is older than
+    the window, as a recount at ``now`` would not count it."""
+    if event.occurred_at < selectors.window_start(now):
+        return _NO_COUNTS
+    if event.kind == Kind.SERVED:
+        return features.EventCounts(served=1)
+    if event.kind == Kind.DISMISSED:
+        return features.EventCounts(dismissed=1)
+    if event.kind != Kind.DONE:
+        return _NO_COUNTS  # viewed and snoozed count for no feature
+    by_hour = [0] * features.HOURS
+    by_hour[event.hour_of_day] = 1
+    return features.EventCounts(
+        done=1,
+        done_dwell_sum=event.dwell_ms or 0,
+        done_dwell_count=int(event.dwell_ms is not None),
+        done_by_hour=tuple(by_hour),
+    )
+
+
+def _event_store(event: Event, *, now: datetime) -> None:
+    """Insert ``event`` and add it to its user's stored counts, in the caller's
+    transaction; on PostgreSQL in one statement (the insert in a WITH clause).
+
+    A user's first profile is recounted from all their events at once, so that
+    events stored without one (the bulk loader) count too.
+    """
+    stamp = Profile._meta.get_field("computed_at").get_db_prep_save(now, connection)
+    counts = [event.user_id, *count_values(_event_counts(event, now=now))]
+    counts += [stamp, stamp, stamp]
+    if connection.vendor == "postgresql":
+        insert, params = rows_insert_sql([event])
+        (inserted,) = fetch_one(
+            f"WITH e AS ({insert}) {_INCREMENT_SQL}", params + counts
+        )
+    else:  # SQLite takes no insert in a WITH clause
+        rows_insert([event])
+        (inserted,) = fetch_one(_INCREMENT_SQL, counts)
+    if inserted:
+        profile_refresh(user_id=event.user_id, now=now)
 
 
 def _profile_build(
@@ -273,11 +327,22 @@ def _profile_build(
 ) -> Profile:
     return Profile(
         user_id=user_id,
-        done_30d=counts.done,
-        dismissed_30d=counts.dismissed,
         computed_at=now,
-        **features.compute(counts),
+        **dict(zip(COUNT_FIELDS, count_values(counts), strict=True)),
     )
+
+
+def _profiles_take(user_ids: Sequence[str], *, now: datetime) -> None:
+    """Lock the users' profile rows until the transaction ends, creating the
+    missing ones (all zero, about to be overwritten); in one order, so two
+    recounts of overlapping users cannot deadlock."""
+    rows = [Profile(user_id=u, computed_at=now) for u in sorted(user_ids)]
+    sql, params = rows_insert_sql(rows)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"{sql} ON CONFLICT (user_id) DO UPDATE SET user_id = EXCLUDED.user_id",
+            params,
+        )
 
 
 def _profiles_upsert(profiles: Sequence[Profile]) -> None:
@@ -285,25 +350,15 @@ def _profiles_upsert(profiles: Sequence[Profile]) -> None:
         profiles,
         update_conflicts=True,
         unique_fields=["user_id"],
-        update_fields=_UPDATE_FIELDS,
+        update_fields=[*COUNT_FIELDS, "computed_at", "updated_at"],
     )
-
-
-def _profile_lock_names(user_ids: Iterable[str]) -> list[str]:
-    return [f"profile:{user_id}" for user_id in user_ids]
 
 
 @transaction.atomic(savepoint=False)  # inside an event's transaction: no savepoint
 def profile_refresh(*, user_id: str, now: datetime | None = None) -> Profile:
-    """Compute one user's features now and store them.
-
-    Under a lock on the user's profile, taken before counting: two writers
-    (two events, or an event and a lazy refresh) queue, and the second counts
-    what the first committed, so neither stores a profile that misses the
-    other's event.
-    """
-    names_lock(_profile_lock_names([user_id]))
+    """Recount one user's events in the window now, and store the counts."""
     now = now or timezone.now()
+    _profiles_take([user_id], now=now)
     counts = selectors.event_counts(user_id=user_id, now=now)
     profile = _profile_build(user_id=user_id, counts=counts, now=now)
     _profiles_upsert([profile])
@@ -313,18 +368,17 @@ def profile_refresh(*, user_id: str, now: datetime | None = None) -> Profile:
 def profiles_refresh(
     *, user_ids: Iterable[str], now: datetime | None = None, chunk_size: int = 2000
 ) -> int:
-    """Compute and store many users' features: two statements per chunk."""
+    """Recount and store many users' profiles: three statements per chunk."""
     now = now or timezone.now()
     ids = list(dict.fromkeys(user_ids))
     for start in range(0, len(ids), chunk_size):
         chunk = ids[start : start + chunk_size]
-        with transaction.atomic():  # the same locks as profile_refresh
-            names_lock(_profile_lock_names(chunk))
+        with transaction.atomic():
+            _profiles_take(chunk, now=now)
             counts = selectors.event_counts_many(user_ids=chunk, now=now)
-            empty = features.EventCounts()
             _profiles_upsert(
                 [
-                    _profile_build(user_id=u, counts=counts.get(u, empty), now=now)
+                    _profile_build(user_id=u, counts=counts.get(u, _NO_COUNTS), now=now)
                     for u in chunk
                 ]
             )

@@ -17,7 +17,7 @@ def refresh_stale() -> int:
     """Refresh in bulk every profile over half a TTL old; answers how many.
 
     Half: beat runs this every half TTL (settings.CELERY_BEAT_SCHEDULE), so each
-    profile is recomputed before it goes stale on a read.
+    profile is recounted before it goes stale on a read.
     """
     from profiles import services
 

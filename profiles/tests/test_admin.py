@@ -96,7 +96,7 @@ def test_the_profile_page_shows_values_meaning_freshness_counts_and_state_link(
     for name, value in EXPECTED.items():
         assert re.search(rf'data-feature="{name}">{value}<', html), name
     assert "ties to the earliest" in html  # the registry's description
-    assert re.search(r"\d+\xa0minutes? ago, fresh", html)
+    assert re.search(r"recounted \d+\xa0minutes? ago, fresh", html)
     for kind, n in {"served": 10, "done": 4, "dismissed": 2, "snoozed": 1}.items():
         assert f'data-kind="{kind}">{n}<' in html
     assert 'data-kind="viewed">0<' in html

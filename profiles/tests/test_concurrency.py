@@ -71,8 +71,8 @@ def test_one_event_id_posted_concurrently_is_stored_and_applied_once(registry):
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_events_of_one_user_all_reach_the_stored_profile(registry):
-    """Each event recomputes the profile under the user's lock: the last to
-    commit counts every other one, so no event is left out until the TTL."""
+    """Each event adds itself to the stored counts under the profile row's
+    lock, so no event is left out until the TTL."""
     from profiles.selectors import profile_get
 
     threads_n = 12

@@ -134,14 +134,16 @@ def test_only_the_last_30_days_count():
 
 
 @pytest.mark.django_db
-def test_one_user_is_a_lock_one_aggregate_query_and_one_upsert():
+def test_one_user_is_a_row_lock_one_aggregate_query_and_one_upsert():
     events_record_bulk([event("u", "served"), event("u", "done", dwell_ms=30_000)])
     with CaptureQueriesContext(connection) as queries:
         profile = services.profile_refresh(user_id="u", now=NOW)
     # The test's own transaction turns the service's into savepoints.
     sql = [q["sql"] for q in queries if "SAVEPOINT" not in q["sql"]]
     assert len(sql) == 3, sql
-    assert "pg_advisory_xact_lock" in sql[0]
+    # The row taken (made if missing) before counting: events wait for the recount.
+    assert sql[0].startswith('INSERT INTO "profiles_profile"')
+    assert sql[0].endswith("DO UPDATE SET user_id = EXCLUDED.user_id")
     # One user's counts by kind and hour, summed in Python.
     assert "GROUP BY kind, hour_of_day" in sql[1] and "= 'u'" in sql[1]
     assert sql[2].startswith('INSERT INTO "profiles_profile"')
@@ -168,7 +170,7 @@ def test_the_bulk_path_gives_exactly_the_one_user_values():
     # Three chunks: a lock on its users, one grouped aggregate and one upsert each.
     sql = [q["sql"] for q in queries if "SAVEPOINT" not in q["sql"]]
     assert len(sql) == 9
-    assert sum("pg_advisory_xact_lock" in statement for statement in sql) == 3
+    assert sum("SET user_id = EXCLUDED.user_id" in statement for statement in sql) == 3
     bulk = {p.user_id: p.features for p in Profile.objects.all()}
 
     assert bulk == one_by_one

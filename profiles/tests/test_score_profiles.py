@@ -105,7 +105,6 @@ def test_a_learning_d12_shadow_has_the_decision_log_the_stored_profile(api, hist
 def test_a_stale_profile_is_refreshed_before_it_is_used(api, history):
     Profile.objects.create(
         user_id="u1",
-        completion_rate_30d=0.0,
         tip_volume_30d=99,
         computed_at=timezone.now() - dt.timedelta(minutes=16),
     )
