@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import time
 import uuid
@@ -45,6 +44,7 @@ from policies.selectors import (
     LoadedState,
     policy_from_row,
     promotion_to_undo,
+    reward_vectors,
     scoring_states,
 )
 
@@ -555,6 +555,9 @@ def reward_apply(
                         event_id=event_id if own else None,
                         fingerprint=fingerprint,
                         features=x.tolist(),
+                        vector=array_to_bytes(x)
+                        if state.policy.algorithm == bandits.HYBRID
+                        else None,
                         learned=not own,
                         created_at=now,
                     )
@@ -957,8 +960,6 @@ _DECISIONS_DELETE_SQL = f"""
 
 # --- the shared model of a hybrid policy ----------------------------------------
 
-_REFIT_BATCH = 20_000
-
 
 def shared_model_refit(*, policy_name: str, full: bool = False) -> SharedModel | None:
     """Refit a hybrid policy's shared model from the reward log, in batch.
@@ -989,20 +990,13 @@ def shared_model_refit(*, policy_name: str, full: bool = False) -> SharedModel |
         gram = array_from_bytes(latest.gram_bytes, (d, d))
         moment = array_from_bytes(latest.moment_bytes, (d,))
         count, through = latest.rewards, latest.through_reward_id
-    rows = (
-        Reward.objects.filter(policy=policy, id__gt=through)
-        .order_by("id")
-        .values_list("id", "features", "reward")
-        .iterator(chunk_size=_REFIT_BATCH)
-    )
     new = 0
-    while batch := list(itertools.islice(rows, _REFIT_BATCH)):
-        ids, xs, rewards = zip(*batch, strict=True)
-        g, m = bandits.shared_moments(np.array(xs, dtype=float), np.array(rewards))
+    for batch in reward_vectors(policy=policy, after_id=through):
+        g, m = bandits.shared_moments(batch.xs, batch.rewards)
         gram += g
         moment += m
-        new += len(ids)
-        through = ids[-1]
+        new += len(batch.rewards)
+        through = max(through, batch.last_id)
     if latest is not None and not full and new == 0:
         return None
     weights = bandits.shared_fit(
