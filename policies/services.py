@@ -1019,9 +1019,42 @@ def shared_model_refit(*, policy_name: str, full: bool = False) -> SharedModel |
 
 
 def shared_models_refit() -> list[SharedModel]:
-    """Refit every hybrid policy's shared model that has new rewards."""
+    """Refit every hybrid policy's shared model that has new rewards, then
+    delete the versions no decision in the log can name any more."""
     names = Policy.objects.filter(algorithm=bandits.HYBRID).values_list(
         "name", flat=True
     )
     refits = [shared_model_refit(policy_name=name) for name in names]
+    for name in names:
+        shared_models_prune(policy_name=name)
     return [model for model in refits if model is not None]
+
+
+# A decision names the version current when /score read it, moments before the
+# decision's own time: a version superseded this long before the oldest decision
+# in the log is one no decision there names.
+SHARED_MODEL_MARGIN = timedelta(hours=1)
+
+
+def shared_models_prune(*, policy_name: str) -> int:
+    """Delete the versions of a hybrid policy's shared model that no decision
+    still in the log can name, and answer how many. Kept: the current version,
+    and every version current at some time since the oldest decision in the log
+    (less ``SHARED_MODEL_MARGIN``): as the log's retention drops old days, the
+    versions of those days go too. With no decision in the log, the current
+    version alone is kept.
+    """
+    oldest = Decision.objects.order_by("id").values_list("created_at").first()
+    horizon = oldest[0] - SHARED_MODEL_MARGIN if oldest else timezone.now()
+    versions = SharedModel.objects.filter(policy__name=policy_name)
+    # The version current at the horizon: what the oldest decision may name.
+    anchor = (
+        versions.filter(created_at__lte=horizon)
+        .order_by("-version")
+        .values_list("version", flat=True)
+        .first()
+    )
+    if anchor is None:
+        return 0
+    deleted, _ = versions.filter(version__lt=anchor).delete()
+    return deleted

@@ -4,13 +4,16 @@ computation by hand whether full or incremental, and the versions it keeps."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import numpy as np
 import pytest
+from django.utils import timezone
 
 from policies import bandits, selectors
-from policies.models import Policy, Reward, SharedModel, array_from_bytes
+from policies.models import Decision, Policy, Reward, SharedModel, array_from_bytes
 from policies.models import array_to_bytes as to_bytes
-from policies.services import shared_model_refit
+from policies.services import shared_model_refit, shared_models_prune
 from policies.tests.test_hybrid import CANDIDATES, _reward, _score
 
 pytestmark = pytest.mark.django_db
@@ -126,3 +129,76 @@ def test_a_row_whose_vector_is_not_the_policys_dimension_fails_the_refit(binary)
     with pytest.raises(ValueError, match="not"):
         shared_model_refit(policy_name="hybrid-v1")
     assert not SharedModel.objects.exists()
+
+
+# --- the versions kept ------------------------------------------------------------
+
+
+def _versions(policy: Policy, ages_days: list[float]) -> None:
+    """Versions 1, 2, ... of ``policy``'s shared model, made ``ages_days`` ago."""
+    now = timezone.now()
+    for version, age in enumerate(ages_days, start=1):
+        SharedModel.objects.create(
+            policy=policy,
+            version=version,
+            weights_bytes=to_bytes(np.zeros(96)),
+            gram_bytes=to_bytes(np.zeros((96, 96))),
+            moment_bytes=to_bytes(np.zeros(96)),
+            rewards=version,
+            through_reward_id=version,
+            seconds=0.1,
+            created_at=now - timedelta(days=age),
+        )
+
+
+def _kept(policy: Policy) -> list[int]:
+    return sorted(policy.shared_models.values_list("version", flat=True))
+
+
+def test_the_versions_kept_are_the_current_one_and_those_the_log_may_name(api):
+    hybrid = Policy.objects.get(name="hybrid-v1")
+    _versions(hybrid, [13, 12, 11, 9, 0.5])
+    # The oldest decision in the log, 10 days old, named version 3.
+    oldest = Decision.objects.get(id=_score(api)["decision_id"])
+    Decision.objects.filter(id=oldest.id).update(
+        created_at=timezone.now() - timedelta(days=10)
+    )
+    _score(api, "u2")
+    assert shared_models_prune(policy_name="hybrid-v1") == 2
+    assert _kept(hybrid) == [3, 4, 5]
+    assert shared_models_prune(policy_name="hybrid-v1") == 0  # idempotent
+
+    # Retention took every decision: only the current version is left.
+    Decision.objects.all().delete()
+    assert shared_models_prune(policy_name="hybrid-v1") == 2
+    assert _kept(hybrid) == [5]
+    assert shared_models_prune(policy_name="hybrid-v1") == 0
+
+
+def test_a_version_superseded_within_the_margin_of_the_oldest_decision_stays(api):
+    hybrid = Policy.objects.get(name="hybrid-v1")
+    decision = _score(api)
+    made = Decision.objects.get(id=decision["decision_id"]).created_at
+    _versions(hybrid, [3, 2, 1])
+    # Version 3 came 10 minutes before the oldest decision, which may yet
+    # have read version 2: 2 stays, 1 (superseded two days before) goes.
+    SharedModel.objects.filter(version=3).update(
+        created_at=made - timedelta(minutes=10)
+    )
+    assert shared_models_prune(policy_name="hybrid-v1") == 1
+    assert _kept(hybrid) == [2, 3]
+    SharedModel.objects.filter(version=3).update(created_at=made - timedelta(hours=2))
+    assert shared_models_prune(policy_name="hybrid-v1") == 1
+    assert _kept(hybrid) == [3]
+
+
+def test_the_beat_task_keeps_only_what_the_log_may_name(api):
+    from policies.tasks import refit_shared_models
+
+    hybrid = Policy.objects.get(name="hybrid-v1")
+    _versions(hybrid, [5, 4])
+    _log(hybrid, *_random_log(3, seed=12))
+    assert refit_shared_models() == 1  # version 3, and no decision in the log
+    assert _kept(hybrid) == [3]
+    assert refit_shared_models() == 0
+    assert _kept(hybrid) == [3]
