@@ -18,7 +18,11 @@ from policies.services.rewards import (
     learned_by,
     reward_apply,
 )
-from policies.services.shared_models import shared_model_refit, shared_models_refit
+from policies.services.shared_models import (
+    shared_model_refit,
+    shared_models_prune,
+    shared_models_refit,
+)
 from policies.services.switches import policy_learning_set, policy_toggle
 
 __all__ = [
@@ -37,6 +41,7 @@ __all__ = [
     "promotion_refusal",
     "reward_apply",
     "shared_model_refit",
+    "shared_models_prune",
     "shared_models_refit",
     "user_reset",
 ]
