@@ -549,7 +549,9 @@ def reward_vectors(
     *, policy: Policy, after_id: int, batch: int = REFIT_BATCH
 ) -> Iterator[RewardVectors]:
     """Every reward log row of ``policy`` after row ``after_id``, in batches of
-    up to ``batch`` rows, in no particular order: what a shared-model refit sums."""
+    up to ``batch`` rows, in no particular order: what a shared-model refit sums.
+    On PostgreSQL the connection is busy with a COPY until the iterator ends: no
+    other statement may run on it in between."""
     if connection.vendor != "postgresql":
         yield from _reward_vectors_orm(policy=policy, after_id=after_id, batch=batch)
         return
