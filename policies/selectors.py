@@ -465,6 +465,17 @@ _COPY_TRAILER = b"\xff\xff"
 _FLOAT8_OID = 701
 
 
+# Every row starts with its field count, then the id and the reward.
+_COPY_ID_REWARD = [
+    ("fields", ">i2"),
+    ("id_length", ">i4"),
+    ("id", ">i8"),
+    ("reward_length", ">i4"),
+    ("reward", ">f8"),
+]
+_COPY_ID_REWARD_FIXED = {"fields": 3, "id_length": 8, "reward_length": 8}
+
+
 @dataclass(frozen=True, slots=True)
 class _CopyRow:
     """The shape of one binary COPY row of (bigint, float8, a vector): numpy's
@@ -515,16 +526,6 @@ def _json_copy_row(dimension: int) -> _CopyRow:
             "lower_bound": 1,
         },
     )
-
-
-_COPY_ID_REWARD = [
-    ("fields", ">i2"),
-    ("id_length", ">i4"),
-    ("id", ">i8"),
-    ("reward_length", ">i4"),
-    ("reward", ">f8"),
-]
-_COPY_ID_REWARD_FIXED = {"fields": 3, "id_length": 8, "reward_length": 8}
 
 
 def _copy_rows_decode(rows: np.ndarray, row: _CopyRow) -> RewardVectors:
