@@ -22,6 +22,7 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from oo_ml.auth import service_token_create, token_cache_clear, token_create
+from oo_ml.tests.llm_server import MODEL, FakeLlm
 
 ROOT = Path(__file__).resolve().parent
 
@@ -94,6 +95,35 @@ def staff_token_api(staff_user) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token_create(user=staff_user)}")
     return client
+
+
+@pytest.fixture(autouse=True)
+def _no_llm(settings):
+    """No test reaches an LLM configured in the environment: those that need
+    one start their own (``fake_llm``)."""
+    settings.LLM_BASE_URL = ""
+
+
+@pytest.fixture
+def fake_llm(settings):
+    """Start a local OpenAI-compatible server, ``fake_llm(respond)``, and point
+    the settings at it (``timeout``, ``retries``: the client's); stopped at the
+    end."""
+    servers: list[FakeLlm] = []
+
+    def start(respond, *, timeout: float = 2.0, retries: int = 2) -> FakeLlm:
+        server = FakeLlm(respond).start()
+        servers.append(server)
+        settings.LLM_BASE_URL = server.url
+        settings.LLM_MODEL = MODEL
+        settings.LLM_API_KEY = "test-key"
+        settings.LLM_TIMEOUT_SECONDS = timeout
+        settings.LLM_RETRIES = retries
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
 
 
 def _free_port() -> int:

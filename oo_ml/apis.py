@@ -8,6 +8,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from oo_ml.llm import llm_off_reason
 from oo_ml.negotiation import JsonOnlyNegotiation
 from oo_ml.selectors import broker_reachable, database_reachable
 
@@ -41,6 +42,18 @@ HEALTH = inline_serializer(
         "broker": serializers.BooleanField(
             help_text="Whether the broker can take a message now."
         ),
+        "llm": inline_serializer(
+            "HealthLlm",
+            {
+                "configured": serializers.BooleanField(
+                    help_text="Whether an LLM is configured for the llm judge and "
+                    "/generate (it is not called here)."
+                ),
+                "detail": serializers.CharField(
+                    allow_null=True, help_text="Why they are off; null when on."
+                ),
+            },
+        ),
     },
 )
 
@@ -55,5 +68,11 @@ class HealthApi(APIView):
     def get(self, request):
         database = database_reachable(connection)
         broker = broker_reachable()
-        body = {"ok": database and broker, "database": database, "broker": broker}
+        off = llm_off_reason()
+        body = {
+            "ok": database and broker,
+            "database": database,
+            "broker": broker,
+            "llm": {"configured": off is None, "detail": off},
+        }
         return Response(body, status=200 if database else 503)

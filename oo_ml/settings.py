@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "policies",
     "profiles",
     "simulations",
+    "generation",
 ]
 
 MIDDLEWARE = [
@@ -269,6 +270,9 @@ SIMULATION_MAX_CHUNKS = env("OO_ML_SIMULATION_MAX_CHUNKS", 1000)
 SIMULATION_CHUNK_TIME_LIMIT = env("OO_ML_SIMULATION_CHUNK_TIME_LIMIT", 600)
 # How often a hybrid policy's shared model is refit from the reward log.
 SHARED_MODEL_REFIT_SECONDS = env("OO_ML_SHARED_MODEL_REFIT_SECONDS", 600.0)
+# How often the shadows' off-policy values (the control room's "value if
+# active") are computed and stored: the page shows the stored ones.
+SHADOW_VALUE_SECONDS = env("OO_ML_SHADOW_VALUE_SECONDS", 300.0)
 # The promotion gate: a shadow passes when the 95% interval of its paired
 # difference from the active policy (mean reward per decision) starts at
 # -GATE_MARGIN or above. 0: it must not be worse.
@@ -277,6 +281,29 @@ if not 0 <= GATE_MARGIN < float("inf"):
     raise ImproperlyConfigured(
         f"OO_ML_GATE_MARGIN={GATE_MARGIN!r}: a margin is a number >= 0"
     )
+# The LLM (docs/llm.md): any server speaking the OpenAI-compatible chat
+# completions API (LiteLLM's proxy, vLLM, Ollama). Off while the base URL is unset:
+# the `llm` judge and /generate then say so.
+LLM_BASE_URL = env("OO_ML_LLM_BASE_URL", "").strip().rstrip("/")
+LLM_MODEL = env("OO_ML_LLM_MODEL", "").strip()
+LLM_API_KEY = env("OO_ML_LLM_API_KEY", "")
+LLM_TIMEOUT_SECONDS = env("OO_ML_LLM_TIMEOUT_SECONDS", 30.0)
+LLM_RETRIES = env("OO_ML_LLM_RETRIES", 2)
+LLM_CONCURRENCY = env("OO_ML_LLM_CONCURRENCY", 4)
+if LLM_BASE_URL and not LLM_BASE_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured(
+        f"OO_ML_LLM_BASE_URL={LLM_BASE_URL!r} must start with http:// or https://"
+    )
+if LLM_BASE_URL and not LLM_MODEL:
+    raise ImproperlyConfigured("OO_ML_LLM_MODEL must be set with OO_ML_LLM_BASE_URL")
+if not 0 < LLM_TIMEOUT_SECONDS <= 600:
+    raise ImproperlyConfigured("OO_ML_LLM_TIMEOUT_SECONDS must be in (0, 600]")
+if not 0 <= LLM_RETRIES <= 10:
+    raise ImproperlyConfigured("OO_ML_LLM_RETRIES must be 0 to 10")
+if not 1 <= LLM_CONCURRENCY <= 64:
+    raise ImproperlyConfigured("OO_ML_LLM_CONCURRENCY must be 1 to 64")
+# The prompt version /generate uses when a request names none (generation/prompts.py).
+PROMPT_VERSION = env("OO_ML_PROMPT_VERSION", "v1").strip()
 # Run by `celery -A oo_ml beat` (`make run` starts its worker with --beat). Every
 # half TTL it recomputes the profiles over half a TTL old, so a profile is
 # refreshed before it goes stale and /score seldom recomputes one itself. Every
@@ -299,6 +326,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "policies.refit_shared_models",
         "schedule": SHARED_MODEL_REFIT_SECONDS,
     },
+    "refresh-shadow-values": {
+        "task": "policies.refresh_shadow_values",
+        "schedule": SHADOW_VALUE_SECONDS,
+    },
 }
 
 LOGGING = {
@@ -309,4 +340,7 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+    # httpx logs every request at INFO: one line per LLM call is noise; the
+    # client logs its failures itself.
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
 }

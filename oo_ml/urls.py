@@ -33,4 +33,5 @@ urlpatterns = [
     path("", include("policies.urls")),
     path("", include("profiles.urls")),
     path("", include("simulations.urls")),
+    path("", include("generation.urls")),
 ]

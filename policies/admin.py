@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponseRedirect
@@ -131,6 +132,7 @@ def control_room(request: HttpRequest) -> TemplateResponse:
         "to_undo": selectors.promotion_to_undo(),
         "min_samples": stats.MIN_SAMPLES,
         "min_effective": stats.MIN_EFFECTIVE_SAMPLES,
+        "value_minutes": settings.SHADOW_VALUE_SECONDS / 60,
     }
     return TemplateResponse(request, "admin/policies/control_room.html", context)
 

@@ -570,16 +570,42 @@ def action_probabilities(
     candidate; LinUCB picks its first maximum of estimate + bonus for sure.
     """
     estimates = np.asarray(estimates, dtype=float)
-    n = estimates.shape[0]
+    bonuses = None if bonuses is None else np.asarray(bonuses, dtype=float)[None]
+    return action_probabilities_batch(
+        algorithm, params, estimates[None], bonuses, np.array([estimates.shape[0]])
+    )[0]
+
+
+def action_probabilities_batch(
+    algorithm: str,
+    params: Mapping[str, float],
+    estimates: np.ndarray,
+    bonuses: np.ndarray | None,
+    counts: np.ndarray,
+) -> np.ndarray:
+    """``action_probabilities`` of S requests at once.
+
+    ``estimates`` and ``bonuses`` are (S, K): row i's first ``counts[i]``
+    entries are its candidates, the rest padding (ignored), so requests with
+    different numbers of candidates share one array. Answers (S, K), zero on
+    the padding.
+    """
+    estimates = np.asarray(estimates, dtype=float)
+    counts = np.asarray(counts)[:, None]
+    real = np.arange(estimates.shape[-1]) < counts
     if algorithm == LINUCB:
-        probabilities = np.zeros(n)
-        probabilities[first_max(estimates + np.asarray(bonuses, dtype=float))] = 1.0
-        return probabilities
-    if algorithm in (EGREEDY, HYBRID):
-        default = 0.1 if algorithm == EGREEDY else HYBRID_EPSILON
-        greedy = np.arange(n) == first_max(estimates)
-        return _egreedy_propensity(params.get("epsilon", default), n, greedy)
-    raise ValueError(f"unknown algorithm {algorithm!r}")
+        values = estimates + np.asarray(bonuses, dtype=float)
+    elif algorithm in (EGREEDY, HYBRID):
+        values = estimates
+    else:
+        raise ValueError(f"unknown algorithm {algorithm!r}")
+    best = _first_max(np.where(real, values, -np.inf))
+    chosen = np.arange(estimates.shape[-1]) == best[:, None]
+    if algorithm == LINUCB:
+        return chosen.astype(float)
+    default = 0.1 if algorithm == EGREEDY else HYBRID_EPSILON
+    epsilon = params.get("epsilon", default)
+    return np.where(real, _egreedy_propensity(epsilon, counts, chosen), 0.0)
 
 
 def _rank_one(a, b, x, reward, out=None):

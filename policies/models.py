@@ -6,7 +6,7 @@ from django.db import models
 from django.db.models import Q
 
 from oo_ml.models import CreatedModel, TimeStampedModel, uuid7
-from policies import bandits
+from policies import bandits, stats
 
 
 class Algorithm(models.TextChoices):
@@ -373,3 +373,48 @@ class ActivityHour(models.Model):
 
     def __str__(self) -> str:
         return f"{self.policy_id} at {self.hour:%Y-%m-%d %H}:00 ({self.shard})"
+
+
+class ShadowValue(models.Model):
+    """A shadow's off-policy value, as the control room shows it: computed by
+    beat (``services.shadow_values_refresh``) from the active policy's
+    rewarded decisions since ``since``, and stored, so the page reads it
+    instead of bootstrapping a day of samples per view. One row per shadow,
+    replaced at each refresh; ``samples`` 0 (and no estimates) when there was
+    nothing to estimate from."""
+
+    policy = models.OneToOneField(
+        Policy, on_delete=models.CASCADE, related_name="shadow_value"
+    )
+    computed_at = models.DateTimeField()
+    since = models.DateTimeField(help_text="The window's start: a day before.")
+    seconds = models.FloatField(help_text="How long the refresh took.")
+    samples = models.PositiveIntegerField()
+    effective_samples = models.FloatField(default=0.0)
+    matched = models.PositiveIntegerField(default=0)
+    logged_mean = models.FloatField(null=True)
+    snips = models.FloatField(null=True)
+    snips_low = models.FloatField(null=True)
+    snips_high = models.FloatField(null=True)
+    dr = models.FloatField(null=True)
+    dr_low = models.FloatField(null=True)
+    dr_high = models.FloatField(null=True)
+    enough = models.BooleanField(default=False)
+
+    def __str__(self) -> str:
+        return f"value of {self.policy_id} at {self.computed_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def evidence(self) -> stats.OffPolicyEvidence | None:
+        """As ``stats.off_policy_evidence`` computed it; None without samples."""
+        if not self.samples:
+            return None
+        return stats.OffPolicyEvidence(
+            samples=self.samples,
+            effective_samples=self.effective_samples,
+            snips=stats.Estimate(self.snips, self.snips_low, self.snips_high),
+            dr=stats.Estimate(self.dr, self.dr_low, self.dr_high),
+            logged_mean=self.logged_mean,
+            matched=self.matched,
+            enough=self.enough,
+        )

@@ -28,6 +28,7 @@ from policies.models import (
     PolicyChange,
     Reward,
     Role,
+    ShadowValue,
     SharedModel,
     array_from_bytes,
     state_from_bytes,
@@ -284,8 +285,10 @@ class PolicyActivity:
     policy: Policy
     last_day: Activity
     all_time: Activity
-    # Shadows: their value estimated from the active policy's rewarded decisions.
+    # Shadows: their value estimated from the active policy's rewarded decisions
+    # (None: no sample), as beat last computed it, and when (None: not yet).
     off_policy: stats.OffPolicyEvidence | None = None
+    off_policy_at: datetime | None = None
 
 
 def _activity(since: datetime) -> dict[int, dict]:
@@ -308,23 +311,32 @@ def policy_activity(*, since: datetime) -> list[PolicyActivity]:
     whatever the size of the logs. The agreement of a shadow counts only
     requests the active policy also answered (not the named routes, where a
     shadow scores alone). "Ever" includes rows retention has since dropped.
+    The shadows' off-policy values are those beat last stored
+    (``services.shadow_values_refresh``): nothing here reads the decision log.
     """
     activity = _activity(since)
     policies = policy_list()
-    off_policy = shadow_values(
-        since=since, shadows=[p for p in policies if p.role == Role.SHADOW]
-    )
+    stored = {
+        value.policy_id: value
+        for value in ShadowValue.objects.filter(policy__role=Role.SHADOW)
+    }
 
     def window(policy_id: int, suffix: str) -> Activity:
         row = activity.get(policy_id, {})
         return Activity(**{name: row.get(f"{name}{suffix}") or 0 for name in MEASURES})
+
+    def value(policy_id: int) -> dict:
+        row = stored.get(policy_id)
+        if row is None:
+            return {}
+        return {"off_policy": row.evidence, "off_policy_at": row.computed_at}
 
     return [
         PolicyActivity(
             policy,
             window(policy.id, "_day"),
             window(policy.id, "_all"),
-            off_policy.get(policy.id),
+            **value(policy.id),
         )
         for policy in policies
     ]
@@ -383,37 +395,43 @@ def shadow_values(
         [Role.ACTIVE, made, Role.SHADOW, made, since, OFF_POLICY_SAMPLES],
     )
     policies = {p.id: p for p in shadows}
-    samples: dict[int, list[tuple[float, float, float, float, float]]] = {}
-    for policy_id, estimates, bonuses, pick, propensity, reward in rows:
-        policy = policies.get(policy_id)
-        if policy is None:  # no longer a shadow
-            continue
-        if isinstance(estimates, str):  # SQLite hands JSON back as text
-            estimates, bonuses = json.loads(estimates), json.loads(bonuses or "null")
-        probabilities = bandits.action_probabilities(
-            policy.algorithm, policy.params, estimates, bonuses
-        )
-        samples.setdefault(policy_id, []).append(
-            (
-                probabilities[pick],
-                propensity,
-                reward,
-                float(probabilities @ np.asarray(estimates, dtype=float)),
-                estimates[pick],
-            )
-        )
+    samples: dict[int, list[tuple]] = {}
+    for row in rows:
+        if row[0] in policies:  # else no longer a shadow
+            samples.setdefault(row[0], []).append(row)
     values = {}
     for policy_id, rows in samples.items():
-        target, logged, rewards, direct, estimated = np.array(rows).T
+        policy = policies[policy_id]
+        _, estimates, bonuses, picks, logged, rewards = zip(*rows, strict=True)
+        estimates, counts = _padded(estimates)
+        linucb = policy.algorithm == bandits.LINUCB
+        bonuses = _padded(bonuses)[0] if linucb else None  # else all null
+        probabilities = bandits.action_probabilities_batch(
+            policy.algorithm, policy.params, estimates, bonuses, counts
+        )
+        picked = (np.arange(len(rows)), np.asarray(picks))
         values[policy_id] = stats.off_policy_evidence(
-            target=target,
+            target=probabilities[picked],
             logged=logged,
             rewards=rewards,
-            direct=direct,
-            estimated=estimated,
+            direct=(probabilities * estimates).sum(axis=1),
+            estimated=estimates[picked],
             rng=np.random.default_rng(stats.BOOTSTRAP_SEED),
         )
     return values
+
+
+def _padded(arrays: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """JSON arrays of numbers (as text, or parsed) as one (S, K) array, each
+    row padded with zeros after its own length; and those lengths."""
+    if all(isinstance(a, str) for a in arrays):
+        arrays = json.loads(f"[{','.join(arrays)}]")  # one parse, not S
+    lengths = np.fromiter(map(len, arrays), dtype=np.intp, count=len(arrays))
+    padded = np.zeros((len(arrays), int(lengths.max())))
+    padded[np.arange(padded.shape[1]) < lengths[:, None]] = np.fromiter(
+        itertools.chain.from_iterable(arrays), dtype=float, count=int(lengths.sum())
+    )
+    return padded, lengths
 
 
 def shared_models_current() -> dict[int, SharedModel]:

@@ -18,3 +18,18 @@ def refit_shared_models() -> int:
     from policies import services
 
     return len(services.shared_models_refit())
+
+
+@shared_task(
+    name="policies.refresh_shadow_values",
+    acks_late=True,  # idempotent: the same log stores the same values
+    time_limit=600,
+    soft_time_limit=570,
+    ignore_result=True,
+)
+def refresh_shadow_values() -> int:
+    """Compute and store every shadow's off-policy value for the control room;
+    answers how many shadows it stored."""
+    from policies import services
+
+    return len(services.shadow_values_refresh())

@@ -25,7 +25,7 @@ from policies.models import Role
 from policies.selectors import policy_list
 from simulations import charts, selectors, services
 from simulations.forms import RunStartForm
-from simulations.models import Run, RunStatus
+from simulations.models import JudgeAnswer, Run, RunStatus
 from simulations.personas import PERSONAS
 from simulations.selectors import AGE_LABELS
 
@@ -413,3 +413,13 @@ class RunAdmin(ReadOnlyAdmin):
             "can_start": _can_start(request),
         }
         return TemplateResponse(request, "admin/simulations/run/page.html", context)
+
+
+@admin.register(JudgeAnswer)
+class JudgeAnswerAdmin(ReadOnlyAdmin):
+    """The llm judge's cache, read-only: what the model said to each prompt."""
+
+    list_display = ("created_at", "model", "prompt_version", "answer")
+    list_filter = ("model", "prompt_version")
+    search_fields = ("=key",)
+    readonly_fields = ("key", "model", "prompt_version", "messages", "answer")

@@ -8,7 +8,6 @@ from django import forms
 
 from policies.selectors import policy_list
 from simulations import services
-from simulations.judges import JUDGES
 
 
 def _number(**attrs) -> forms.NumberInput:
@@ -55,4 +54,10 @@ class RunStartForm(forms.Form):
             (p.name, f"{p.name} ({p.get_role_display().lower()}, D={p.dimension})")
             for p in policy_list()
         ]
-        self.fields["judge"].choices = [(name, name) for name in sorted(JUDGES)]
+        self.fields["judge"].choices = [
+            (name, name if services.judge_off_reason(name) is None else f"{name} (off)")
+            for name in services.judge_names()
+        ]
+        off = services.judge_off_reason(services.LLM_JUDGE)
+        if off:  # say why before anyone picks it (run_create refuses it too)
+            self.fields["judge"].help_text += f" The llm judge is off. {off}"

@@ -35,6 +35,10 @@ class Run(TimeStampedModel):
         "was created: the run replays the same policies whatever changes later."
     )
     judge = models.CharField(max_length=32)
+    # The llm judge's model and prompt version, fixed when the run is created
+    # (every chunk asks that model); empty for other judges.
+    judge_model = models.CharField(max_length=200, blank=True)
+    judge_prompt_version = models.CharField(max_length=32, blank=True)
     n_users = models.PositiveIntegerField()
     n_rounds = models.PositiveIntegerField()
     n_candidates = models.PositiveSmallIntegerField(default=5)
@@ -123,6 +127,12 @@ class RunChunk(models.Model):
         help_text="When its task was last sent to the Celery workers; empty if "
         "it never was (runsim in process).",
     )
+    judge_stats = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="The llm judge's counts in this chunk: reactions, fallbacks "
+        "(invalid, unavailable), prompts, cached, asked.",
+    )
 
     class Meta:
         ordering = ["run", "index"]
@@ -190,3 +200,19 @@ class RunEvent(models.Model):
             f"{self.policy} user {self.user_index} round {self.round}: "
             f"{self.kind} {self.reward:+g}"
         )
+
+
+class JudgeAnswer(models.Model):
+    """The llm judge's cache: a model's answer to one prompt, kept by a digest of
+    the model, the prompt's version and the messages, so a rerun reads it
+    instead of asking. Written once (the first writer wins), never changed."""
+
+    key = models.CharField(max_length=64, unique=True)
+    model = models.CharField(max_length=200)
+    prompt_version = models.CharField(max_length=32)
+    messages = models.JSONField()
+    answer = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.model} {self.prompt_version} {self.key[:12]}"

@@ -27,7 +27,7 @@ from oo_ml.errors import NotFound
 from policies import stats
 from policies.models import Policy
 from policies.services import Evidence
-from simulations.models import Run, RunEvent, RunStatus
+from simulations.models import JudgeAnswer, Run, RunEvent, RunStatus
 from simulations.personas import PERSONA_NAMES
 
 # What kinds of tasks a policy picked: task age in these buckets (days).
@@ -328,6 +328,7 @@ def run_summary_compute(*, run: Run) -> dict:
         "oracle_mean": oracle_mean,
         "oracle_curve": oracle_curve if known else None,
         "regret_curve": regret_curve if known else None,
+        "judge": judge_summary(run=run),
         # What the gate reads to pair any two of the run's policies by user.
         "per_user": {
             "users": moments.users,
@@ -335,6 +336,41 @@ def run_summary_compute(*, run: Run) -> dict:
             "covariance": moments.covariance,
         },
     }
+
+
+JUDGE_COUNTS = ("reactions", "fallbacks_invalid", "fallbacks_unavailable")
+JUDGE_CALLS = ("prompts", "cached", "asked")
+
+
+def judge_summary(*, run: Run) -> dict:
+    """The judge's name and, for the llm judge, its model, prompt version and
+    counts summed over the chunks: reactions, and how many fell back to the
+    rule judge's draw because the answer was unusable (invalid) or could not be
+    had (unavailable); the distinct prompts looked up, how many the cache
+    answered and how many were asked of the model."""
+    summary: dict = {"name": run.judge}
+    if not run.judge_model:
+        return summary
+    totals = dict.fromkeys(JUDGE_COUNTS + JUDGE_CALLS, 0)
+    for stats_of_chunk in run.chunks.values_list("judge_stats", flat=True):
+        for name, value in (stats_of_chunk or {}).items():
+            if name in totals:
+                totals[name] += value
+    fallbacks = totals["fallbacks_invalid"] + totals["fallbacks_unavailable"]
+    return {
+        **summary,
+        "model": run.judge_model,
+        "prompt_version": run.judge_prompt_version,
+        **totals,
+        "fallbacks": fallbacks,
+    }
+
+
+def judge_answers_get(*, keys: Iterable[str]) -> dict[str, str]:
+    """The llm judge's kept answers of those keys that have one."""
+    return dict(
+        JudgeAnswer.objects.filter(key__in=list(keys)).values_list("key", "answer")
+    )
 
 
 def run_list() -> QuerySet[Run]:

@@ -26,7 +26,10 @@ RUN_INPUT_SCHEMA = inline_serializer(
             child=serializers.CharField(),
             help_text="The policies' names, in order (1 to 10).",
         ),
-        "judge": serializers.CharField(help_text='How users react: "rule".'),
+        "judge": serializers.CharField(
+            help_text='How users react: "rule", or "llm" (a model plays the '
+            "persona; 400 when no LLM is configured)."
+        ),
         "n_users": serializers.IntegerField(min_value=1),
         "n_rounds": serializers.IntegerField(min_value=1),
         "seed": serializers.IntegerField(min_value=0),
@@ -154,6 +157,13 @@ class ResultsSerializer(serializers.Serializer):
         allow_null=True,
         help_text="Per policy, its regret in each round.",
     )
+    judge = serializers.DictField(
+        help_text="{name}; for the llm judge also model, prompt_version, "
+        "reactions, fallbacks (to the rule judge's draw: fallbacks_invalid for "
+        "unusable answers, fallbacks_unavailable for none), prompts, cached, "
+        "asked.",
+        required=False,
+    )
     per_user = serializers.DictField(
         help_text="{users, means, covariance}: the moments of the per-user mean "
         "rewards, in the run's policy order; any two policies' paired difference "
@@ -173,6 +183,13 @@ class RunSerializer(serializers.Serializer):
     status = serializers.CharField()
     policies = serializers.ListField(child=serializers.CharField())
     judge = serializers.CharField()
+    judge_model = serializers.CharField(
+        help_text='The llm judge\'s model, fixed when the run was created; "" for '
+        "other judges."
+    )
+    judge_prompt_version = serializers.CharField(
+        help_text='The llm judge\'s prompt version; "" for other judges.'
+    )
     n_users = serializers.IntegerField()
     n_rounds = serializers.IntegerField()
     n_candidates = serializers.IntegerField()

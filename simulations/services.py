@@ -11,12 +11,13 @@ chunk (``run_chunks_send``, then ``run_chunk_work`` on the workers), and
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,14 +29,23 @@ from django.utils import timezone
 
 from oo_ml.errors import Conflict, InvalidInput, Unavailable
 from oo_ml.idempotency import fingerprint
+from oo_ml.llm import LlmUnavailable, llm_client, llm_config, llm_off_reason
 from policies.models import Policy
 from profiles import inference
-from simulations import engine, tasks
-from simulations.judges import JUDGES
-from simulations.models import ChunkStatus, Run, RunChunk, RunEvent, RunStatus
+from simulations import engine, llm_judge, tasks
+from simulations.judges import JUDGES, Judge
+from simulations.models import (
+    ChunkStatus,
+    JudgeAnswer,
+    Run,
+    RunChunk,
+    RunEvent,
+    RunStatus,
+)
 from simulations.personas import PERSONA_NAMES
 from simulations.selectors import (
     REWARD_UNIT,
+    judge_answers_get,
     policy_spec,
     run_get,
     run_summary_compute,
@@ -53,6 +63,8 @@ MAX_CHUNK_USERS = 50_000
 MAX_CHUNK_CELLS = 20_000_000
 BULK_BATCH = 5_000  # rows per INSERT where there is no COPY
 IDEMPOTENCY_KEY_MAX = 200
+LLM_JUDGE = llm_judge.LlmJudge.name
+LLM_JUDGE_MAX_TOKENS = 200  # a reaction is a short JSON object
 
 
 # --- creating a run -----------------------------------------------------------
@@ -112,6 +124,35 @@ def _policy_specs(names: list[str]) -> list[dict]:
     return [policy_spec(found[n]) for n in names]
 
 
+def judge_names() -> tuple[str, ...]:
+    """Every judge a run may name: the pure ones, then the llm judge."""
+    return (*sorted(JUDGES), LLM_JUDGE)
+
+
+def judge_off_reason(name: str) -> str | None:
+    """Why the judge ``name`` cannot be used now, or None: the llm judge
+    needs an LLM."""
+    return llm_off_reason() if name == LLM_JUDGE else None
+
+
+def _judge_model(judge) -> str:
+    """Check the judge's name; the model the llm judge will ask, else ""."""
+    names = judge_names()
+    if not isinstance(judge, str) or judge not in names:
+        raise InvalidInput(
+            f"No judge named {judge!r}: one of {', '.join(names)}.",
+            field="judge",
+        )
+    if judge != LLM_JUDGE:
+        return ""
+    config = llm_config()
+    if config is None:
+        raise InvalidInput(
+            f"The llm judge is off. {judge_off_reason(judge)}", field="judge"
+        )
+    return config.model
+
+
 @transaction.atomic
 def run_create(
     *,
@@ -136,11 +177,7 @@ def run_create(
     (unique per account) with the digest of the request that made it.
     """
     policies = _policy_names(policies)
-    if not isinstance(judge, str) or judge not in JUDGES:
-        raise InvalidInput(
-            f"No judge named {judge!r}: one of {', '.join(sorted(JUDGES))}.",
-            field="judge",
-        )
+    judge_model = _judge_model(judge)
     n_users = _positive_int("n_users", n_users, maximum=MAX_USERS)
     n_rounds = _positive_int("n_rounds", n_rounds, maximum=MAX_ROUNDS)
     n_candidates = _positive_int(
@@ -174,6 +211,8 @@ def run_create(
         policies=list(policies),
         policy_specs=specs,
         judge=judge,
+        judge_model=judge_model,
+        judge_prompt_version=llm_judge.PROMPT_VERSION if judge_model else "",
         n_users=n_users,
         n_rounds=n_rounds,
         n_candidates=n_candidates,
@@ -289,6 +328,85 @@ def events_write(
     return len(events)
 
 
+# --- the llm judge -------------------------------------------------------------
+
+
+def judge_answers_put(
+    *, asked: Sequence[llm_judge.Asked], model: str, prompt_version: str
+) -> dict[str, str]:
+    """Keep the llm judge's answers; a key kept already (another worker asked
+    the same prompt at the same time) keeps its first answer, which is what
+    every key answers, so all workers go on with the same reactions."""
+    JudgeAnswer.objects.bulk_create(
+        [
+            JudgeAnswer(
+                key=a.key,
+                model=model,
+                prompt_version=prompt_version,
+                messages=a.messages,
+                answer=a.answer,
+            )
+            for a in asked
+        ],
+        ignore_conflicts=True,
+    )
+    return judge_answers_get(keys=[a.key for a in asked])
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeAnswerCache:
+    """The llm judge's ``AnswerCache``: the ``JudgeAnswer`` table."""
+
+    model: str
+    prompt_version: str
+
+    def get_many(self, keys) -> dict[str, str]:
+        return judge_answers_get(keys=keys)
+
+    def put_many(self, asked) -> dict[str, str]:
+        return judge_answers_put(
+            asked=asked, model=self.model, prompt_version=self.prompt_version
+        )
+
+
+@contextlib.contextmanager
+def _judge_open(run: Run) -> Iterator[Judge]:
+    """The run's judge for one chunk: for the llm judge, a fresh one (its
+    counts are the chunk's) asking the run's model through one client."""
+    if run.judge != LLM_JUDGE:
+        yield JUDGES[run.judge]
+        return
+    if run.judge_prompt_version != llm_judge.PROMPT_VERSION:
+        raise Conflict(
+            f"Run {run.id} asks with the judge prompt {run.judge_prompt_version}; "
+            f"this code has {llm_judge.PROMPT_VERSION}.",
+            field="judge",
+        )
+
+    with llm_client() as client:
+
+        def ask(messages: list[dict[str, str]]) -> str | None:
+            try:
+                return client.complete(
+                    messages,
+                    model=run.judge_model,
+                    json_object=True,
+                    max_tokens=LLM_JUDGE_MAX_TOKENS,
+                ).text
+            except LlmUnavailable as error:
+                logger.warning("run %s: the llm judge falls back: %s", run.id, error)
+                return None
+
+        yield llm_judge.LlmJudge(
+            ask=ask,
+            cache=JudgeAnswerCache(
+                model=run.judge_model, prompt_version=run.judge_prompt_version
+            ),
+            model=run.judge_model,
+            concurrency=settings.LLM_CONCURRENCY,
+        )
+
+
 # --- running it ---------------------------------------------------------------
 
 
@@ -334,15 +452,17 @@ def run_chunk_execute(*, run_id: uuid.UUID, chunk_index: int) -> ChunkResult:
     )
 
     started = time.perf_counter()
-    events = engine.simulate(
-        policies=_specs(run),
-        judge=JUDGES[run.judge],
-        seed=run.seed,
-        user_start=chunk.user_start,
-        user_stop=chunk.user_stop,
-        n_rounds=run.n_rounds,
-        n_candidates=run.n_candidates,
-    )
+    with _judge_open(run) as judge:
+        events = engine.simulate(
+            policies=_specs(run),
+            judge=judge,
+            seed=run.seed,
+            user_start=chunk.user_start,
+            user_stop=chunk.user_stop,
+            n_rounds=run.n_rounds,
+            n_candidates=run.n_candidates,
+        )
+    stats = getattr(judge, "stats", None)
     simulated = time.perf_counter()
     with transaction.atomic():
         chunk = RunChunk.objects.select_for_update().get(pk=chunk.pk)
@@ -354,6 +474,7 @@ def run_chunk_execute(*, run_id: uuid.UUID, chunk_index: int) -> ChunkResult:
         chunk.engine_seconds = simulated - started
         chunk.finished_at = timezone.now()
         chunk.storage_seconds = time.perf_counter() - simulated
+        chunk.judge_stats = None if stats is None else stats.as_dict()
         chunk.save(
             update_fields=[
                 "status",
@@ -361,6 +482,7 @@ def run_chunk_execute(*, run_id: uuid.UUID, chunk_index: int) -> ChunkResult:
                 "engine_seconds",
                 "storage_seconds",
                 "finished_at",
+                "judge_stats",
             ]
         )
         Run.objects.filter(pk=run.pk).update(

@@ -45,14 +45,20 @@ def test_policies_imports_nothing_of_simulations():
     assert _hits(_code("policies"), ("simulations",)) == []
 
 
-@pytest.mark.parametrize("app", ["profiles", "simulations", "oo_ml"])
+@pytest.mark.parametrize("app", ["oo_ml", "policies", "profiles", "simulations"])
+def test_no_app_below_generation_imports_it(app):
+    paths = [p for p in _code(app) if p.relative_to(ROOT).as_posix() != "oo_ml/urls.py"]
+    assert _hits(paths, ("generation",)) == []
+
+
+@pytest.mark.parametrize("app", ["profiles", "simulations", "generation", "oo_ml"])
 def test_no_app_imports_the_decision_api(app):
     assert _hits(_code(app), ("policies.apis",)) == []
 
 
 def test_oo_ml_imports_no_app_but_in_its_urls():
     paths = [p for p in _code("oo_ml") if p.name != "urls.py"]
-    assert _hits(paths, ("policies", "profiles", "simulations")) == []
+    assert _hits(paths, ("policies", "profiles", "simulations", "generation")) == []
 
 
 @pytest.mark.parametrize("app", ["policies", "profiles", "simulations"])

@@ -14,6 +14,9 @@ from django.core.exceptions import ImproperlyConfigured
 
 from conftest import celery_sending_to, serving
 from oo_ml.env import env
+from oo_ml.llm import OFF_REASON
+
+LLM_OFF = {"configured": False, "detail": OFF_REASON}
 
 
 @pytest.fixture
@@ -43,7 +46,20 @@ def embedded_broker_in(var_dir):
 def test_health_needs_no_token_and_reports_its_dependencies(anon, embedded_broker_in):
     response = anon.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"ok": True, "database": True, "broker": True}
+    assert response.json() == {
+        "ok": True,
+        "database": True,
+        "broker": True,
+        "llm": LLM_OFF,
+    }
+
+
+@pytest.mark.django_db
+def test_health_says_whether_an_llm_is_configured(anon, embedded_broker_in, settings):
+    settings.LLM_BASE_URL, settings.LLM_MODEL = "http://127.0.0.1:9/v1", "m"
+    response = anon.get("/health")
+    assert response.json()["llm"] == {"configured": True, "detail": None}
+    assert response.json()["ok"] is True  # the LLM is not asked
 
 
 @pytest.mark.django_db
@@ -51,7 +67,12 @@ def test_health_reports_a_broker_that_cannot_take_a_message(anon, embedded_broke
     shutil.rmtree(embedded_broker_in / "broker")
     response = anon.get("/health")
     assert response.status_code == 200  # the API still answers; runs cannot start
-    assert response.json() == {"ok": False, "database": True, "broker": False}
+    assert response.json() == {
+        "ok": False,
+        "database": True,
+        "broker": False,
+        "llm": LLM_OFF,
+    }
 
 
 def test_health_answers_503_when_the_database_is_unreachable(var_dir):
@@ -67,6 +88,7 @@ def test_health_answers_503_when_the_database_is_unreachable(var_dir):
         "ok": False,
         "database": False,
         "broker": True,
+        "llm": LLM_OFF,
     }
 
 

@@ -1,6 +1,7 @@
-"""Writes, by sub-domain: decisions, rewards, switches, promotion, reset and the
-hybrid policies' shared models. Each is atomic and keyword-only; callers use
-``from policies import services`` and the names below."""
+"""Writes, by sub-domain: decisions, rewards, switches, promotion, reset, the
+hybrid policies' shared models and the shadows' stored off-policy values. Each
+is atomic and keyword-only; callers use ``from policies import services`` and
+the names below."""
 
 from policies.services.decisions import decision_make
 from policies.services.promotion import (
@@ -18,6 +19,7 @@ from policies.services.rewards import (
     learned_by,
     reward_apply,
 )
+from policies.services.shadow_values import shadow_values_refresh
 from policies.services.shared_models import (
     shared_model_refit,
     shared_models_prune,
@@ -40,6 +42,7 @@ __all__ = [
     "policy_toggle",
     "promotion_refusal",
     "reward_apply",
+    "shadow_values_refresh",
     "shared_model_refit",
     "shared_models_prune",
     "shared_models_refit",

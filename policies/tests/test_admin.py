@@ -12,8 +12,15 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.utils import timezone
 
-from policies import rollups, selectors
-from policies.models import BanditState, Decision, Policy, PolicyChange, Reward
+from policies import rollups, selectors, services, stats
+from policies.models import (
+    BanditState,
+    Decision,
+    Policy,
+    PolicyChange,
+    Reward,
+    ShadowValue,
+)
 
 
 @pytest.fixture
@@ -334,6 +341,7 @@ def _off_policy_cells(html: str) -> list[str]:
 @pytest.mark.django_db
 def test_the_control_room_shows_snips_and_dr_with_stable_intervals(client, staff_user):
     _rewarded_requests(200)
+    services.shadow_values_refresh()
     client.force_login(staff_user)
 
     html = client.get("/admin/policies/").content.decode()
@@ -350,13 +358,16 @@ def test_the_control_room_shows_snips_and_dr_with_stable_intervals(client, staff
         assert f"[{estimate.low:.3f}, {estimate.high:.3f}]</div>" in cell
         assert estimate.low < estimate.value < estimate.high
     assert f'200 <span class="oo-quiet">({value.effective_samples:.0f})' in html
+    assert re.search(r'class="oo-quiet oo-computed-at"><time [^>]*>0.minutes ago', html)
     # Seeded: the same log shows the same intervals.
+    services.shadow_values_refresh()
     assert _off_policy_cells(client.get("/admin/policies/").content.decode()) == cells
 
 
 @pytest.mark.django_db
 def test_the_control_room_says_not_enough_data_below_the_minimum(client, staff_user):
     _rewarded_requests(10)
+    services.shadow_values_refresh()
     client.force_login(staff_user)
 
     html = client.get("/admin/policies/").content.decode()
@@ -364,3 +375,89 @@ def test_the_control_room_says_not_enough_data_below_the_minimum(client, staff_u
     assert _off_policy_cells(html) == []
     assert "not enough data" in html
     assert '10 <span class="oo-quiet">(' in html
+
+
+def _stored(policy: Policy) -> stats.OffPolicyEvidence | None:
+    return ShadowValue.objects.get(policy=policy).evidence
+
+
+@pytest.mark.django_db
+def test_the_stored_value_is_the_one_computed_from_the_log():
+    _rewarded_requests(120, seed=3)
+    shadow = Policy.objects.get(name="egreedy-v2")
+    now = timezone.now()
+
+    rows = services.shadow_values_refresh(now=now)
+
+    (row,) = [r for r in rows if r.policy == shadow]
+    direct = selectors.shadow_values(since=now - timedelta(days=1), shadows=[shadow])
+    assert row.policy == shadow and row.since == now - timedelta(days=1)
+    assert row.computed_at == now and row.seconds > 0
+    assert _stored(shadow) == direct[shadow.id]  # every field, exactly
+    # One row per shadow (hybrid-v1 is one too, switched off, with no sample).
+    assert ShadowValue.objects.count() == Policy.objects.filter(role="shadow").count()
+
+
+@pytest.mark.django_db
+def test_a_refresh_replaces_the_value_and_forgets_former_shadows():
+    _rewarded_requests(60, seed=4)
+    shadow = Policy.objects.get(name="egreedy-v2")
+    services.shadow_values_refresh()
+    first = _stored(shadow)
+    _rewarded_requests(60, seed=5)
+
+    services.shadow_values_refresh()
+
+    assert ShadowValue.objects.filter(policy=shadow).count() == 1
+    assert _stored(shadow).samples == 120 != first.samples
+    Policy.objects.filter(id=shadow.id).update(role="retired")
+    rows = services.shadow_values_refresh()
+    assert shadow not in {row.policy for row in rows}
+    assert not ShadowValue.objects.filter(policy=shadow).exists()
+
+
+@pytest.mark.django_db
+def test_a_shadow_with_no_sample_stores_that_it_has_none(client, staff_user):
+    shadow = Policy.objects.get(name="egreedy-v2")
+
+    rows = services.shadow_values_refresh()
+
+    (row,) = [r for r in rows if r.policy == shadow]
+    assert row.samples == 0 and row.snips is None and _stored(shadow) is None
+    client.force_login(staff_user)
+    html = client.get("/admin/policies/").content.decode()
+    assert "oo-computed-at" in html and "not computed yet" not in html
+
+
+@pytest.mark.django_db
+def test_the_control_room_reads_the_stored_value_and_never_computes_one(
+    client, staff_user, monkeypatch
+):
+    _rewarded_requests(200)
+    client.force_login(staff_user)
+    before = client.get("/admin/policies/").content.decode()
+    assert "not computed yet" in before and _off_policy_cells(before) == []
+    services.shadow_values_refresh()
+    Reward.objects.all().delete()  # the log moves on; the page shows what beat saw
+
+    def refuse(**kwargs):
+        raise AssertionError("the control room computed an off-policy value")
+
+    monkeypatch.setattr(selectors, "shadow_values", refuse)
+    monkeypatch.setattr(stats, "off_policy_evidence", refuse)
+    html = client.get("/admin/policies/").content.decode()
+
+    assert len(_off_policy_cells(html)) == 2 and "not computed yet" not in html
+
+
+@pytest.mark.django_db
+def test_beat_refreshes_the_values_by_name(settings):
+    from policies.tasks import refresh_shadow_values
+
+    _rewarded_requests(60, seed=6)
+    entry = settings.CELERY_BEAT_SCHEDULE["refresh-shadow-values"]
+    assert entry["task"] == refresh_shadow_values.name
+    assert entry["schedule"] == settings.SHADOW_VALUE_SECONDS
+
+    assert refresh_shadow_values() == Policy.objects.filter(role="shadow").count()
+    assert _stored(Policy.objects.get(name="egreedy-v2")).samples == 60

@@ -625,3 +625,37 @@ def test_linucb_probabilities_are_certain_on_the_upper_bound():
         "linucb", {"alpha": 1.0}, np.array([0.1, 0.2]), np.array([0.3, 0.1])
     )
     assert probabilities.tolist() == [1.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "params"),
+    [("egreedy", {"epsilon": 0.2}), ("hybrid", {}), ("linucb", {"alpha": 1.0})],
+)
+def test_batch_probabilities_match_one_request_at_a_time(algorithm, params):
+    """Requests of 1 to 6 candidates padded into one array, with exact ties and
+    ties in the last bit (the first candidate wins either way), and padding
+    larger than any real value (which must not win)."""
+    rng = np.random.default_rng(5)
+    counts = rng.integers(1, 7, size=300)
+    estimates = np.full((300, 6), 99.0)
+    bonuses = np.full((300, 6), 99.0)
+    for i, n in enumerate(counts):
+        estimates[i, :n] = rng.choice([0.1, 0.2, 0.2 + 1e-16, 0.3], size=n)
+        bonuses[i, :n] = rng.choice([0.0, 0.1], size=n)
+
+    batch = bandits.action_probabilities_batch(
+        algorithm, params, estimates, bonuses, counts
+    )
+
+    for i, n in enumerate(counts):
+        one = bandits.action_probabilities(
+            algorithm, params, estimates[i, :n], bonuses[i, :n]
+        )
+        assert batch[i, :n].tolist() == one.tolist()
+        assert not batch[i, n:].any()
+        assert batch[i].sum() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_batch_probabilities_refuse_an_unknown_algorithm():
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        bandits.action_probabilities_batch("thompson", {}, np.zeros((1, 2)), None, [2])

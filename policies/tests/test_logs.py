@@ -273,6 +273,24 @@ def test_export_streams_decisions_with_their_rewards_as_obp_reads_them(
 
 
 @pytest.mark.django_db
+def test_export_keeps_quotes_backslashes_control_characters_and_unicode(api, shadow_on):
+    """The database writes the lines and COPY escapes backslashes on the way:
+    what comes out must read back as what was stored."""
+    _traffic(api, ["u1"], rounds=1)
+    odd = 'a "quoted" \\ back\\slash, a tab\t, a newline\n, \u0001 and ☃'
+    candidates = [{"id": odd, "features": {"priority": 2}, "content": odd}]
+    Decision.objects.update(user_id=odd, tip_id=odd, candidates=candidates)
+    today = partitions.day_start(timezone.now())
+
+    lines = _export(since=today.isoformat(), until=(today + DAY).isoformat())
+
+    assert len(lines) == 2
+    for line in lines:
+        assert line["user_id"] == line["tip_id"] == odd
+        assert line["candidates"] == candidates
+
+
+@pytest.mark.django_db
 def test_export_of_one_policy_and_of_an_empty_range(api, shadow_on):
     _traffic(api, ["u1"], rounds=2)
     today = partitions.day_start(timezone.now())

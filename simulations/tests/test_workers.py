@@ -9,6 +9,7 @@ delivers the killed worker's message again to the next worker.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -23,8 +24,10 @@ from django.core.management import CommandError
 from django.db import connection
 
 from conftest import ROOT, _database_url, _free_port
+from oo_ml.tests.llm_server import MODEL
 from simulations import services, tasks
-from simulations.models import ChunkStatus, Run, RunEvent, RunStatus
+from simulations.models import ChunkStatus, JudgeAnswer, Run, RunEvent, RunStatus
+from simulations.tests.test_llm_runs import persona_player
 from simulations.tests.test_runsim import DONE_WHEN, runsim
 from simulations.tests.test_services import stored
 
@@ -54,7 +57,7 @@ def wait_for(condition, *, timeout: float, what: str, every: float = 0.01):
     return result
 
 
-def ended(run: Run, timeout: float = 30) -> Run:
+def ended(run: Run, timeout: float = 120) -> Run:
     return wait_for(
         lambda: Run.objects.filter(
             pk=run.pk, status__in=[RunStatus.FINISHED, RunStatus.FAILED]
@@ -87,7 +90,7 @@ def kill_mid_chunk(worker, run: Run) -> None:
     written, and check the one cut short left nothing behind."""
     wait_for(
         lambda: Run.objects.get(pk=run.pk).chunks_done >= 1 and copying_events(),
-        timeout=30,
+        timeout=120,
         what="a chunk done and another being written",
     )
     worker.kill()
@@ -153,6 +156,38 @@ def test_a_worker_killed_mid_chunk_loses_and_duplicates_no_event(
     assert cut_short <= task_ids(second, "succeeded")
 
 
+def test_the_llm_judge_on_two_workers_shares_one_cache_and_reruns_from_it(
+    celery_queue, celery_worker, fake_llm
+):
+    """Chunks on two worker processes ask the same prompts at the same time:
+    each keeps the first answer kept, so the run is what a rerun in this
+    process, with the model gone, reads back from the cache."""
+    server = fake_llm(persona_player)
+    llm = dict(judge="llm", n_users=40, n_rounds=6, chunk_users=10)
+    run = create(**llm)
+    broker = dataclasses.replace(
+        celery_queue,
+        worker_env={
+            **celery_queue.worker_env,
+            "OO_ML_LLM_BASE_URL": server.url,
+            "OO_ML_LLM_MODEL": MODEL,
+        },
+    )
+    celery_worker(broker, concurrency=2)
+    services.run_start(run_id=run.id)
+    run = ended(run, timeout=120)
+    assert run.status == RunStatus.FINISHED, run.error
+    assert 0 < JudgeAnswer.objects.count() <= server.count
+    assert run.summary["judge"]["fallbacks_invalid"] > 0
+
+    server.stop()
+    rerun = services.run_execute(run_id=create(**llm).id)
+    assert rerun.summary["judge"]["asked"] == 0
+    mine, theirs = stored(rerun), stored(run)
+    assert all((mine[key] == theirs[key]).all() for key in mine)
+    assert rerun.summary["policies"] == run.summary["policies"]
+
+
 # --- the embedded broker of `make run` ----------------------------------------
 
 
@@ -177,7 +212,7 @@ def test_the_embedded_broker_loses_a_killed_workers_chunk_until_the_sweep(
     second = celery_worker(embedded_broker, concurrency=1)
     wait_for(
         lambda: Run.objects.get(pk=run.pk).chunks_done == run.chunks_total - 1,
-        timeout=30,
+        timeout=120,
         what="every chunk but the lost one",
     )
     time.sleep(2.5)  # the broker is polled every second: nothing more comes
@@ -227,7 +262,11 @@ def test_make_run_serves_and_its_worker_executes_a_run(embedded_broker, tmp_path
             what="bin/serve",
             every=0.2,
         )
-        assert health == {"ok": True, "database": True, "broker": True}
+        assert {k: health[k] for k in ("ok", "database", "broker")} == {
+            "ok": True,
+            "database": True,
+            "broker": True,
+        }
     finally:
         os.killpg(script.pid, signal.SIGINT)  # Ctrl-C in its terminal
         with contextlib.suppress(subprocess.TimeoutExpired):

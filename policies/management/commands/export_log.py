@@ -33,20 +33,19 @@ class Command(BaseCommand):
         since, until = _when(since), _when(until)
         if not since < until:
             raise CommandError("--since must be before --until")
-        out = open(output, "w", encoding="utf-8") if output else None  # noqa: SIM115
-        write = out.write if out else lambda text: self.stdout.write(text, ending="")
+        out = open(output, "wb") if output else None  # noqa: SIM115
+
+        def write(block: bytes) -> None:
+            if out:
+                out.write(block)
+            else:
+                self.stdout.write(block.decode(), ending="")
+
         count = 0
-        batch = []
         try:
-            for line in log_export(since=since, until=until, policy=policy):
-                batch.append(line)
-                if len(batch) == 1000:
-                    write("\n".join(batch) + "\n")
-                    count += len(batch)
-                    batch = []
-            if batch:
-                write("\n".join(batch) + "\n")
-                count += len(batch)
+            for block in log_export(since=since, until=until, policy=policy):
+                write(block)
+                count += block.count(b"\n")
         finally:
             if out:
                 out.close()

@@ -14,7 +14,6 @@ from django.core.management.base import BaseCommand, CommandError
 
 from oo_ml.errors import DomainError
 from simulations import services
-from simulations.judges import JUDGES
 from simulations.models import Run, RunStatus
 from simulations.selectors import run_get
 
@@ -38,7 +37,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--policies", nargs="+", required=True, help="policy names, in order"
         )
-        parser.add_argument("--judge", default="rule", choices=sorted(JUDGES))
+        parser.add_argument(
+            "--judge",
+            default="rule",
+            choices=services.judge_names(),
+            help="how simulated users react: rule, or llm (a model plays the "
+            "persona; needs OO_ML_LLM_BASE_URL)",
+        )
         parser.add_argument("--n-users", type=int, default=1_000)
         parser.add_argument("--n-rounds", type=int, default=100)
         parser.add_argument("--seed", type=int, default=0)
@@ -96,6 +101,13 @@ class Command(BaseCommand):
             f"{run.engine_seconds:.2f} s, storage {run.storage_seconds:.2f} s, "
             f"summary {run.summary_seconds:.2f} s"
         )
+        judge = run.summary.get("judge") or {}
+        if "asked" in judge:
+            self.stderr.write(
+                f"llm judge: {judge['prompts']:,} prompts looked up, "
+                f"{judge['cached']:,} answered from the cache, "
+                f"{judge['asked']:,} asked of {judge['model']}"
+            )
         self.stdout.write(report(run))
 
     def follow_on_workers(self, run: Run, *, timeout: float | None) -> Run:
@@ -138,6 +150,19 @@ def _ci(low: float | None, high: float | None) -> str:
     return "—" if low is None else f"[{low:+.4f}, {high:+.4f}]"
 
 
+def _judge_lines(judge: dict) -> list[str]:
+    """The llm judge's model, prompt version and fallbacks: what the cache keeps
+    the same on a rerun (the calls it saved go to stderr)."""
+    if "fallbacks" not in judge:
+        return []
+    return [
+        f"llm judge: model {judge['model']}, prompt {judge['prompt_version']}; "
+        f"{judge['fallbacks']:,} of {judge['reactions']:,} reactions fell back to "
+        f"the rule judge's draw ({judge['fallbacks_invalid']:,} unusable answers, "
+        f"{judge['fallbacks_unavailable']:,} without an answer)"
+    ]
+
+
 def report(run: Run) -> str:
     """The per-policy table with 95% intervals, the paired differences from the
     first policy, the oracle and the regrets, and the per-persona winners, as
@@ -149,6 +174,7 @@ def report(run: Run) -> str:
         f"policies {', '.join(run.policies)}; judge {run.judge}; "
         f"{run.n_users:,} users x {run.n_rounds:,} rounds x "
         f"{run.n_candidates} candidates; seed {run.seed}",
+        *_judge_lines(summary.get("judge") or {}),
         "",
         f"{'policy':<{width}}  {'total reward':>12}  {'mean reward':>11}  "
         f"{'95% interval':<{ci_width}}  {'pulls':>9}",

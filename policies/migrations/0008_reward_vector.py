@@ -9,7 +9,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("policies", "0006_hybrid_policy"),
+        ("policies", "0007_shadow_value"),
     ]
 
     operations = [
