@@ -204,6 +204,14 @@ class Reward(CreatedModel):
         max_length=64, help_text="Digest of the request: a replay must match it."
     )
     features = models.JSONField(help_text="The vector the update used.")
+    # The same numbers, for a hybrid policy's rows only: what its shared
+    # model's refit reads, millions at a time, where decoding the JSON's
+    # decimals (in PostgreSQL or in Python) cost most of a refit.
+    vector = models.BinaryField(
+        null=True,
+        blank=True,
+        help_text="A hybrid policy's row: the features as little-endian float64.",
+    )
     learned = models.BooleanField(
         default=False,
         help_text="This policy learned from a reward applied to another policy: "

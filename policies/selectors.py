@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -448,3 +448,187 @@ def shared_models_current() -> dict[int, SharedModel]:
             "weights_bytes", "gram_bytes", "moment_bytes"
         )
     }
+
+
+# --- a hybrid policy's reward vectors, for its shared model's refit -------------
+
+
+@dataclass(frozen=True, slots=True)
+class RewardVectors:
+    """A batch of a policy's reward log rows: each one's vector and reward."""
+
+    xs: np.ndarray  # (n, D)
+    rewards: np.ndarray  # (n,)
+    last_id: int  # the largest row id in the batch
+
+
+REFIT_BATCH = 100_000
+# On PostgreSQL a refit reads the rows with COPY's binary format, in which every
+# row is as wide as the next, so numpy decodes a batch at once. A row's vector
+# is its binary copy (``Reward.vector``), or for a row logged before there was
+# one, its JSON cast to a float8[] in the database: decoding decimals, there or
+# in Python, costs several times all the rest. No ORDER BY: sums need none, and
+# sorting millions of rows would cost more than the sums.
+_VECTORS_COPY = f"""
+    COPY (SELECT id, reward, vector FROM {_REWARD}
+        WHERE policy_id = %s AND id > %s AND vector IS NOT NULL)
+    TO STDOUT (FORMAT BINARY)"""
+_JSON_VECTORS_COPY = f"""
+    COPY (SELECT id, reward, translate(features::text, '[]', '{{}}')::float8[]
+        FROM {_REWARD} WHERE policy_id = %s AND id > %s AND vector IS NULL)
+    TO STDOUT (FORMAT BINARY)"""
+# A binary COPY file: its signature, no flags and no header extension first.
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+_COPY_TRAILER = b"\xff\xff"
+_FLOAT8_OID = 701
+
+
+# Every row starts with its field count, then the id and the reward.
+_COPY_ID_REWARD = [
+    ("fields", ">i2"),
+    ("id_length", ">i4"),
+    ("id", ">i8"),
+    ("reward_length", ">i4"),
+    ("reward", ">f8"),
+]
+_COPY_ID_REWARD_FIXED = {"fields": 3, "id_length": 8, "reward_length": 8}
+
+
+@dataclass(frozen=True, slots=True)
+class _CopyRow:
+    """The shape of one binary COPY row of (bigint, float8, a vector): numpy's
+    record of it, and the value of each of its fields that is not data."""
+
+    dtype: np.dtype
+    fixed: dict[str, int]
+
+
+def _copy_row(dimension: int) -> _CopyRow:
+    """A row of (id, reward, vector as bytea): big-endian, each field after its
+    length, the vector's float64s little-endian as ``array_to_bytes`` wrote."""
+    return _CopyRow(
+        np.dtype(
+            [
+                *_COPY_ID_REWARD,
+                ("x_length", ">i4"),
+                ("x", "<f8", (dimension,)),
+            ]
+        ),
+        {**_COPY_ID_REWARD_FIXED, "x_length": 8 * dimension},
+    )
+
+
+def _json_copy_row(dimension: int) -> _CopyRow:
+    """A row of (id, reward, vector as float8[]): the array after its header,
+    each number after its length."""
+    return _CopyRow(
+        np.dtype(
+            [
+                *_COPY_ID_REWARD,
+                ("x_length", ">i4"),
+                ("ndim", ">i4"),
+                ("has_nulls", ">i4"),
+                ("element_type", ">u4"),
+                ("size", ">i4"),
+                ("lower_bound", ">i4"),
+                ("x", [("length", ">i4"), ("value", ">f8")], (dimension,)),
+            ]
+        ),
+        {
+            **_COPY_ID_REWARD_FIXED,
+            "x_length": 20 + 12 * dimension,
+            "ndim": 1,
+            "has_nulls": 0,
+            "element_type": _FLOAT8_OID,
+            "size": dimension,
+            "lower_bound": 1,
+        },
+    )
+
+
+def _copy_rows_decode(rows: np.ndarray, row: _CopyRow) -> RewardVectors:
+    """A batch of binary COPY rows, after checking each is what the query
+    makes: a row of another shape would shift every row after it."""
+    x = rows["x"]
+    if x.dtype.names:  # a float8[]: each number after its length
+        fixed = (x["length"] == 8).all()
+        x = x["value"]
+    else:
+        fixed = True
+    if not fixed or any((rows[k] != v).any() for k, v in row.fixed.items()):
+        raise ValueError("a reward row's vector is not of the policy's dimension")
+    return RewardVectors(
+        xs=x.astype(float),
+        rewards=rows["reward"].astype(float),
+        last_id=int(rows["id"].max()),
+    )
+
+
+def reward_vectors(
+    *, policy: Policy, after_id: int, batch: int = REFIT_BATCH
+) -> Iterator[RewardVectors]:
+    """Every reward log row of ``policy`` after row ``after_id``, in batches of
+    up to ``batch`` rows, in no particular order: what a shared-model refit sums.
+    On PostgreSQL the connection is busy with a COPY until the iterator ends: no
+    other statement may run on it in between."""
+    if connection.vendor != "postgresql":
+        yield from _reward_vectors_orm(policy=policy, after_id=after_id, batch=batch)
+        return
+    for sql, row in (
+        (_VECTORS_COPY, _copy_row(policy.dimension)),
+        (_JSON_VECTORS_COPY, _json_copy_row(policy.dimension)),
+    ):
+        # The driver's own cursor: Django's has no COPY.
+        with (
+            connection.cursor() as cursor,
+            cursor.cursor.copy(sql, [policy.id, after_id]) as copy,
+        ):
+            for rows in _copy_batches(copy, row.dtype, batch):
+                yield _copy_rows_decode(rows, row)
+
+
+def _copy_batches(
+    messages: Iterable[bytes], row: np.dtype, batch: int
+) -> Iterator[np.ndarray]:
+    """The rows of a binary COPY's output, ``batch`` at a time (the last batch
+    shorter), as numpy records of ``row``: the file's header and trailer off."""
+    pending = bytearray()
+    start = len(_COPY_HEADER)  # where the rows begin in ``pending``
+    whole = batch * row.itemsize
+    for data in messages:
+        pending += data
+        if len(pending) - start >= whole:
+            _copy_header_check(pending, start)
+            yield np.frombuffer(bytes(pending[start : start + whole]), dtype=row)
+            del pending[: start + whole]
+            start = 0
+    _copy_header_check(pending, start)
+    rest = pending[start:]
+    if rest[-2:] != _COPY_TRAILER or (len(rest) - 2) % row.itemsize:
+        raise ValueError("a binary COPY's rows are not all of one width")
+    if len(rest) > 2:
+        yield np.frombuffer(bytes(rest[:-2]), dtype=row)
+
+
+def _copy_header_check(pending: bytearray, start: int) -> None:
+    if start and not pending.startswith(_COPY_HEADER):
+        raise ValueError("not a binary COPY of rows alone")
+
+
+def _reward_vectors_orm(
+    *, policy: Policy, after_id: int, batch: int
+) -> Iterator[RewardVectors]:
+    """``reward_vectors`` where there is no COPY (SQLite): the JSON, decoded."""
+    rows = (
+        Reward.objects.filter(policy=policy, id__gt=after_id)
+        .order_by("id")
+        .values_list("id", "features", "reward")
+        .iterator(chunk_size=batch)
+    )
+    while chunk := list(itertools.islice(rows, batch)):
+        ids, xs, rewards = zip(*chunk, strict=True)
+        yield RewardVectors(
+            xs=np.array(xs, dtype=float),
+            rewards=np.array(rewards, dtype=float),
+            last_id=ids[-1],
+        )

@@ -20,7 +20,11 @@ from policies.services.rewards import (
     reward_apply,
 )
 from policies.services.shadow_values import shadow_values_refresh
-from policies.services.shared_models import shared_model_refit, shared_models_refit
+from policies.services.shared_models import (
+    shared_model_refit,
+    shared_models_prune,
+    shared_models_refit,
+)
 from policies.services.switches import policy_learning_set, policy_toggle
 
 __all__ = [
@@ -40,6 +44,7 @@ __all__ = [
     "reward_apply",
     "shadow_values_refresh",
     "shared_model_refit",
+    "shared_models_prune",
     "shared_models_refit",
     "user_reset",
 ]

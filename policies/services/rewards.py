@@ -426,6 +426,9 @@ def reward_apply(
                         event_id=event_id if own else None,
                         fingerprint=fingerprint,
                         features=x.tolist(),
+                        vector=array_to_bytes(x)
+                        if state.policy.algorithm == bandits.HYBRID
+                        else None,
                         learned=not own,
                         created_at=now,
                     )

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import itertools
 import time
+from datetime import timedelta
 
 import numpy as np
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from oo_ml.errors import InvalidInput, NotFound
 from policies import bandits
 from policies.models import (
+    Decision,
     Policy,
-    Reward,
     SharedModel,
     array_from_bytes,
     array_to_bytes,
 )
-
-_REFIT_BATCH = 20_000
+from policies.selectors import reward_vectors
 
 
 def shared_model_refit(*, policy_name: str, full: bool = False) -> SharedModel | None:
@@ -50,20 +50,13 @@ def shared_model_refit(*, policy_name: str, full: bool = False) -> SharedModel |
         gram = array_from_bytes(latest.gram_bytes, (d, d))
         moment = array_from_bytes(latest.moment_bytes, (d,))
         count, through = latest.rewards, latest.through_reward_id
-    rows = (
-        Reward.objects.filter(policy=policy, id__gt=through)
-        .order_by("id")
-        .values_list("id", "features", "reward")
-        .iterator(chunk_size=_REFIT_BATCH)
-    )
     new = 0
-    while batch := list(itertools.islice(rows, _REFIT_BATCH)):
-        ids, xs, rewards = zip(*batch, strict=True)
-        g, m = bandits.shared_moments(np.array(xs, dtype=float), np.array(rewards))
+    for batch in reward_vectors(policy=policy, after_id=through):
+        g, m = bandits.shared_moments(batch.xs, batch.rewards)
         gram += g
         moment += m
-        new += len(ids)
-        through = ids[-1]
+        new += len(batch.rewards)
+        through = max(through, batch.last_id)
     if latest is not None and not full and new == 0:
         return None
     weights = bandits.shared_fit(
@@ -86,9 +79,42 @@ def shared_model_refit(*, policy_name: str, full: bool = False) -> SharedModel |
 
 
 def shared_models_refit() -> list[SharedModel]:
-    """Refit every hybrid policy's shared model that has new rewards."""
+    """Refit every hybrid policy's shared model that has new rewards, then
+    delete the versions no decision in the log can name any more."""
     names = Policy.objects.filter(algorithm=bandits.HYBRID).values_list(
         "name", flat=True
     )
     refits = [shared_model_refit(policy_name=name) for name in names]
+    for name in names:
+        shared_models_prune(policy_name=name)
     return [model for model in refits if model is not None]
+
+
+# A decision names the version current when /score read it, moments before the
+# decision's own time: a version superseded this long before the oldest decision
+# in the log is one no decision there names.
+SHARED_MODEL_MARGIN = timedelta(hours=1)
+
+
+def shared_models_prune(*, policy_name: str) -> int:
+    """Delete the versions of a hybrid policy's shared model that no decision
+    still in the log can name, and answer how many. Kept: the current version,
+    and every version current at some time since the oldest decision in the log
+    (less ``SHARED_MODEL_MARGIN``): as the log's retention drops old days, the
+    versions of those days go too. With no decision in the log, the current
+    version alone is kept.
+    """
+    oldest = Decision.objects.order_by("id").values_list("created_at").first()
+    horizon = oldest[0] - SHARED_MODEL_MARGIN if oldest else timezone.now()
+    versions = SharedModel.objects.filter(policy__name=policy_name)
+    # The version current at the horizon: what the oldest decision may name.
+    anchor = (
+        versions.filter(created_at__lte=horizon)
+        .order_by("-version")
+        .values_list("version", flat=True)
+        .first()
+    )
+    if anchor is None:
+        return 0
+    deleted, _ = versions.filter(version__lt=anchor).delete()
+    return deleted
