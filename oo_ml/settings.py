@@ -142,6 +142,8 @@ AUTH_PASSWORD_VALIDATORS = [
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
+# The admin's dates and times: 24-hour, with seconds (oo_ml/formats/en).
+FORMAT_MODULE_PATH = ["oo_ml.formats"]
 USE_I18N = True
 USE_TZ = True
 
@@ -235,6 +237,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "oo_ml.schema.tag_staff_routes",
+    ],
 }
 
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", "filesystem://")

@@ -169,7 +169,7 @@ class Decision(CreatedModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.policy_id} picked {self.tip_id} for {self.user_id}"
+        return f"{self.policy.name} picked {self.tip_id} for {self.user_id}"
 
     def candidate_index(self, tip_id: str) -> int | None:
         for index, candidate in enumerate(self.candidates):
@@ -225,9 +225,7 @@ class Reward(CreatedModel):
 
     def __str__(self) -> str:
         how = "learned by" if self.learned else "to"
-        return (
-            f"{self.reward:+g} {how} {self.policy_id} for {self.user_id}/{self.tip_id}"
-        )
+        return f"{self.reward:+g} {how} {self.policy.name} for {self.user_id}/{self.tip_id}"
 
 
 class SharedModel(CreatedModel):
@@ -309,7 +307,7 @@ class PolicyChange(CreatedModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.get_action_display()}: {self.policy_id} by {self.actor_name}"
+        return f"{self.get_action_display()}: {self.policy.name} by {self.actor_name}"
 
     @property
     def summary(self) -> str:
@@ -364,4 +362,4 @@ class ActivityHour(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.policy_id} at {self.hour:%Y-%m-%d %H}:00 ({self.shard})"
+        return f"{self.policy.name} at {self.hour:%Y-%m-%d %H}:00 ({self.shard})"

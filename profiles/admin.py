@@ -14,9 +14,9 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.timesince import timesince
 
-from policies.admin import ReadOnlyAdmin
+from oo_ml import formatting
+from policies.admin import ReadOnlyAdmin, short_code, short_link
 from profiles import features, selectors
 from profiles.models import Event, Profile
 
@@ -72,7 +72,7 @@ class ProfileAdmin(ReadOnlyAdmin):
     def freshness(self, profile: Profile) -> str:
         ttl = settings.PROFILE_TTL_SECONDS
         state = "stale" if profile.is_stale(ttl_seconds=ttl) else "fresh"
-        return f"{timesince(profile.computed_at, timezone.now())} ago, {state}"
+        return f"{formatting.ago(profile.computed_at)}, {state}"
 
     @admin.display(description=f"Events by kind, last {features.WINDOW_DAYS} days")
     def event_counts(self, profile: Profile):
@@ -126,13 +126,32 @@ class EventAdmin(ReadOnlyAdmin):
         "user_id",
         "tip_id",
         "kind",
-        "dwell_ms",
-        "hour_of_day",
-        "decision_id",
-        "event_id",
+        "dwell",
+        "hour",
+        "decision_link",
+        "short_event_id",
     )
     list_filter = ("kind", HasDecisionFilter)
     date_hierarchy = "occurred_at"
     search_fields = ("=user_id", "=tip_id", "=event_id")
     ordering = ("-occurred_at",)
     raw_id_fields = ("decision",)
+
+    @admin.display(description="Dwell", ordering="dwell_ms")
+    def dwell(self, event: Event) -> str:
+        return "—" if event.dwell_ms is None else f"{event.dwell_ms / 1000:,.1f} s"
+
+    @admin.display(description="Hour", ordering="hour_of_day")
+    def hour(self, event: Event) -> int:
+        return event.hour_of_day
+
+    @admin.display(description="Decision")
+    def decision_link(self, event: Event) -> str:
+        if event.decision_id is None:
+            return "—"
+        url = reverse("admin:policies_decision_change", args=[event.decision_id])
+        return short_link(url, event.decision_id)
+
+    @admin.display(description="Event id", ordering="event_id")
+    def short_event_id(self, event: Event) -> str:
+        return short_code(event.event_id)
