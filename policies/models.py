@@ -225,7 +225,8 @@ class Reward(CreatedModel):
 
     def __str__(self) -> str:
         how = "learned by" if self.learned else "to"
-        return f"{self.reward:+g} {how} {self.policy.name} for {self.user_id}/{self.tip_id}"
+        where = f"{self.user_id}/{self.tip_id}"
+        return f"{self.reward:+g} {how} {self.policy.name} for {where}"
 
 
 class SharedModel(CreatedModel):
