@@ -98,6 +98,7 @@ def _why(decisions) -> str:
         rows = [
             {
                 "id": candidate["id"],
+                "content": candidate.get("content"),
                 "features": candidate["features"],
                 "estimate": estimate,
                 "bonus": bonus,
@@ -366,6 +367,18 @@ class BanditStateAdmin(ReadOnlyAdmin):
         "recent_decisions",
     )
     readonly_fields = fields
+
+    def changelist_view(self, request, extra_context=None):
+        """Searching a user id lists every policy: those under which the user
+        has no state yet as well, below the states found."""
+        user_id = request.GET.get("q", "").strip()
+        if user_id:
+            extra_context = {
+                **(extra_context or {}),
+                "searched_user": user_id,
+                "missing": selectors.policies_without_state(user_id=user_id),
+            }
+        return super().changelist_view(request, extra_context)
 
     def get_urls(self):
         reset = self.admin_site.admin_view(require_POST(self.reset_view))

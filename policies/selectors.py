@@ -429,3 +429,12 @@ def shared_models_current() -> dict[int, SharedModel]:
             "weights_bytes", "gram_bytes", "moment_bytes"
         )
     }
+
+
+def policies_without_state(*, user_id: str) -> list[Policy]:
+    """The policies under which ``user_id`` has learned nothing yet, in the
+    control room's order."""
+    having = set(
+        BanditState.objects.filter(user_id=user_id).values_list("policy_id", flat=True)
+    )
+    return [p for p in policy_list() if p.id not in having]

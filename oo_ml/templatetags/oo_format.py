@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from django import template
+from django.utils.dateparse import parse_datetime
 
 from oo_ml import formatting
 
@@ -18,3 +19,12 @@ def sig(value) -> str:
 @register.filter
 def ago(moment) -> str:
     return formatting.ago(moment)
+
+
+@register.filter
+def as_datetime(value):
+    """An ISO 8601 text (as stored in JSON) as a datetime, so that it is shown
+    like every other time; other values pass through."""
+    if isinstance(value, str):
+        return parse_datetime(value) or value
+    return value

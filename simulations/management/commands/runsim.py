@@ -48,8 +48,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--chunk-users",
             type=int,
-            default=services.DEFAULT_CHUNK_USERS,
-            help="users per chunk",
+            help="users per chunk (default: chosen from the run's size, a second "
+            "or two of work each, at most 2,000; a hybrid policy's results depend "
+            "on it, as its shared model learns from a chunk's users)",
         )
         parser.add_argument(
             "--workers",
