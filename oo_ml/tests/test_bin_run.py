@@ -61,9 +61,7 @@ def _wait(condition, timeout: float, what: str) -> None:
         pytest.param(lambda p: os.killpg(p.pid, signal.SIGINT), id="ctrl-c"),
     ],
 )
-def test_stopping_make_run_a_second_after_it_answers_stops_its_worker(
-    tmp_path, stop
-):
+def test_stopping_make_run_a_second_after_it_answers_stops_its_worker(tmp_path, stop):
     tag = uuid.uuid4().hex
     port = _free_port()
     env = {
