@@ -9,11 +9,12 @@ PNGs (``make screenshots`` writes docs/screenshots/).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 from rest_framework.test import APIClient
 
 from oo_ml.auth import service_token_create
@@ -25,6 +26,7 @@ from simulations.models import Run
 pytestmark = pytest.mark.usefixtures("registry")
 
 WIDTH = 1280
+SHOWN = ("control-room", "run", "user-state")  # in the README, as screenshots
 USERS = ("alice", "bob")
 CANDIDATES = [
     {
@@ -155,6 +157,8 @@ def _overflow(page: Page) -> tuple[int, str]:
 
 def test_no_admin_page_of_ours_scrolls_sideways_at_1280_px(admin_page, world):
     page = admin_page
+    missing = []  # a favicon, a stylesheet: nothing a page asks for is a 404
+    page.on("response", lambda r: r.status == 404 and missing.append(r.url))
     wide = {}
     shots = os.environ.get("OO_ML_SCREENSHOTS")
     for name, url in _pages(world["run"]).items():
@@ -163,7 +167,105 @@ def test_no_admin_page_of_ours_scrolls_sideways_at_1280_px(admin_page, world):
         excess, where = _overflow(page)
         if excess > 0:
             wide[name] = f"{excess} px too wide ({where})"
-        if shots:
+        if shots and name in SHOWN:
             Path(shots).mkdir(parents=True, exist_ok=True)
             page.screenshot(path=f"{shots}/{name}.png", full_page=True)
     assert not wide, "; ".join(f"{k}: {v}" for k, v in wide.items())
+    assert missing == []
+
+
+TIME = re.compile(r"^\d{1,2} [A-Z][a-z]{2} \d{4}, \d{2}:\d{2}:\d{2}$")
+
+
+def _column(page: Page, field: str) -> list[str]:
+    return page.locator(f"#result_list td.field-{field}").all_inner_texts()
+
+
+def test_names_numbers_and_times_read_as_a_person_writes_them(admin_page, world):
+    page = admin_page
+    pages = _pages(world["run"])
+
+    page.goto(pages["control-room"])
+    expect(page.locator("#legend")).to_contain_text("· does not apply")
+    expect(page.locator("#legend")).to_contain_text("— nothing to show yet")
+    expect(page.locator("#history tbody tr").first).to_contain_text("just now")
+    expect(page.locator("#content")).not_to_contain_text("minutes ago")
+
+    # A title names the policy, never its number.
+    page.goto(pages["change"])
+    expect(page.locator("#content h2").first).to_have_text(
+        "Rolled back: egreedy-v1 by ops"
+    )
+    page.goto(pages["decision"])
+    expect(page.locator("#content h2").first).to_have_text(
+        re.compile(r"^egreedy-v1 picked task-\w+ for alice$")
+    )
+
+    # The decisions: times to the second, four significant digits, and the
+    # decision's role alone.
+    page.goto(pages["decisions"])
+    times = (
+        _column(page, "created_at")
+        or page.locator("#result_list th.field-created_at").all_inner_texts()
+    )
+    assert times and all(TIME.match(t) for t in times), times
+    for column in ("score_shown", "propensity_shown"):
+        for text in _column(page, column):
+            digits = text.lstrip("-0.").replace(".", "")
+            assert len(digits) <= 4, (column, text)
+    assert set(_column(page, "policy_name")) == {"egreedy-v1"}
+    assert set(_column(page, "role")) == {"Active"}
+
+    # The events: short ids on one line.
+    page.goto(pages["events"])
+    for text in _column(page, "decision_link") + _column(page, "short_event_id"):
+        assert len(text) <= 9, text
+    heights = page.locator("#result_list tbody tr").evaluate_all(
+        "rows => rows.map(row => row.getBoundingClientRect().height)"
+    )
+    assert max(heights) < 2.5 * min(heights)  # none wraps over three lines
+
+    # The promote page: the evidence's time as every other time.
+    page.goto(pages["promote"])
+    expect(page.locator("#evidence-finished")).to_have_text(TIME)
+
+    # A user's state: links to the profile and the events, the candidates'
+    # features, and a search lists the policies without state too.
+    page.goto(pages["user-state"])
+    expect(page.locator("#user-profile")).to_have_attribute(
+        "href", "/admin/profiles/profile/?q=alice"
+    )
+    page.locator("#user-events").click()
+    expect(page.locator("#result_list tbody tr")).to_have_count(6)
+    page.go_back()
+    why = page.locator(".oo-why").first
+    expect(why.locator("tbody tr").first).to_contain_text("12")  # task age
+    expect(why).to_contain_text(re.compile(r"propensity 0\.\d{1,4}\s"))
+    page.locator("#user-states").click()
+    expect(page.locator("#no-state")).to_contain_text("linucb-v1")
+    expect(page.locator("#no-state")).to_contain_text("no state yet")
+    expect(page.locator("#result_list tbody tr")).to_have_count(3)
+
+
+def test_the_site_s_front_page_links_the_admin_the_api_docs_and_health(
+    chromium, live_server
+):
+    context = chromium.new_context(base_url=live_server.url)
+    page = context.new_page()
+    missing = []
+    page.on("response", lambda r: r.status >= 400 and missing.append(r.url))
+
+    page.goto("/")
+
+    expect(page.get_by_role("link", name="The admin")).to_have_attribute(
+        "href", "/admin/"
+    )
+    expect(page.get_by_role("link", name="The API docs")).to_have_attribute(
+        "href", "/api/docs/"
+    )
+    page.get_by_role("link", name="/health").click()
+    expect(page.locator("body")).to_contain_text('"database":true')
+    assert missing == []
+    icon = page.request.get(f"{live_server.url}/favicon.ico")
+    assert icon.ok and icon.headers["content-type"].startswith("image/svg")
+    context.close()
