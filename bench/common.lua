@@ -16,6 +16,9 @@ local token = os.getenv("BENCH_TOKEN")
 if token == nil or token == "" then
   error("BENCH_TOKEN is not set: the routes need a service token")
 end
+-- The old service answers the same bodies on its own paths (/score/egreedy, ...).
+M.SCORE_PATH = os.getenv("BENCH_SCORE_PATH") or "/score"
+M.REWARD_PATH = os.getenv("BENCH_REWARD_PATH") or "/reward"
 M.HEADERS = {
   ["Content-Type"] = "application/json",
   ["Authorization"] = "Token " .. token,
@@ -129,11 +132,11 @@ function M.event_body()
 end
 
 function M.score_request()
-  return wrk.format("POST", "/score", M.HEADERS, M.score_body())
+  return wrk.format("POST", M.SCORE_PATH, M.HEADERS, M.score_body())
 end
 
 function M.reward_request()
-  return wrk.format("POST", "/reward", M.HEADERS, M.reward_body())
+  return wrk.format("POST", M.REWARD_PATH, M.HEADERS, M.reward_body())
 end
 
 function M.event_request()

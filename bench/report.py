@@ -1,10 +1,13 @@
-"""Summarise wrk runs of bench/*.lua beside the old service's figures (SPEC §9).
+"""Summarise wrk runs of bench/*.lua: oo_ml beside the service it replaces.
 
 Reads wrk's output files, takes the ``BENCH_RESULT {json}`` line that the scripts'
-done() hook prints (falling back to wrk's own text when it is missing), and prints
-one row per route: the median over that route's runs of requests/s, p50 and p99,
-and the total errors. Exits 1 when any run saw a non-2xx answer or a socket error,
-2 when there is nothing to report. Standard library only.
+done() hook prints (falling back to wrk's own text when it is missing) and the
+``BENCH_SIDE``/``BENCH_CONNECTIONS`` lines bin/bench-load writes, and prints one row
+per route and connection count: the medians over runs of requests/s and p99 for oo_ml
+and for the old service run beside it in the same sitting, the ratio of the medians,
+and the errors of each. Exits 1 when any oo_ml run saw a non-2xx answer or a socket
+error (the old service's errors are reported, not judged), 2 when there is nothing
+to report. Standard library only.
 
     python bench/report.py bench/results/<stamp>/*.txt
 """
@@ -18,10 +21,7 @@ import statistics
 import sys
 from pathlib import Path
 
-# The FastAPI + JSON-file service this replaces, measured on this machine at 16
-# connections (SPEC §9). It published no p50.
-OLD_RPS = 870.0
-OLD_P99_MS = 40.0
+# oo_ml's aim against the service it replaces, side by side at 16 connections.
 TARGET_RATIO = 1.5
 
 _UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
@@ -61,6 +61,10 @@ def parse(path: Path) -> dict:
     idle = re.search(r"^BENCH_IDLE_BEFORE (\d+)", text, re.M)
     cpu = re.search(r"^BENCH_CPU (\{.*\})$", text, re.M)
     run = _parse(text, path)
+    side = re.search(r"^BENCH_SIDE (\S+)", text, re.M)
+    connections = re.search(r"^BENCH_CONNECTIONS (\d+)", text, re.M)
+    run["side"] = side[1] if side else "oo_ml"
+    run["connections"] = int(connections[1]) if connections else None
     run["idle_before"] = int(idle[1]) if idle else None
     run["cpu"] = json.loads(cpu[1]) if cpu else None
     return run
@@ -91,79 +95,124 @@ def _median_per_request(cpu: list[dict], key: str) -> float | None:
     return statistics.median(c[key] * 1000 / c["rps"] for c in cpu if c["rps"])
 
 
-def summarise(runs: list[dict]) -> list[dict]:
-    routes: dict[str, list[dict]] = {}
+def _side(group: list[dict]) -> dict:
+    """One server's figures over its runs of one route at one connection count."""
+    rps = [r["requests_per_s"] for r in group]
+    cpu = [r["cpu"] | {"rps": r["requests_per_s"]} for r in group if r["cpu"]]
+    idle = [r["idle_before"] for r in group if r["idle_before"] is not None]
+    return {
+        "runs": len(group),
+        "requests_per_s": statistics.median(rps),
+        "rps_min": min(rps),
+        "rps_max": max(rps),
+        "p50_ms": statistics.median(r["p50_ms"] for r in group),
+        "p99_ms": statistics.median(r["p99_ms"] for r in group),
+        "non_2xx": sum(r["non_2xx"] for r in group),
+        "socket_errors": sum(r["socket_errors"] for r in group),
+        "idle_before_min": min(idle) if idle else None,
+        # CPU milliseconds per request: steady even when throughput is not.
+        "server_cpu_ms": _median_per_request(cpu, "server_cores"),
+        "postgres_cpu_ms": _median_per_request(cpu, "postgres_cores"),
+        "other_cores_max": max(c["other_cores"] for c in cpu) if cpu else None,
+    }
+
+
+def summarise(
+    runs: list[dict], ours: str | None = None, baseline: str = "old"
+) -> list[dict]:
+    """A row per (route, connections): ``ours``'s figures (by default the label
+    that is not ``baseline``), and the baseline's when it ran beside it (the old
+    service, or another version or set-up of oo_ml), with the ratio of the
+    medians."""
+    if ours is None:
+        labels = sorted({r["side"] for r in runs} - {baseline}) or [baseline]
+        ours = labels[0]
+    groups: dict[tuple, dict[str, list[dict]]] = {}
     for run in runs:
-        routes.setdefault(run["route"], []).append(run)
-    rows = []
+        key = (run["route"], run["connections"])
+        groups.setdefault(key, {}).setdefault(run["side"], []).append(run)
     order = {"score": 0, "reward": 1, "mixed": 2}
-    for route, group in sorted(routes.items(), key=lambda i: order.get(i[0], 3)):
-        rps = [r["requests_per_s"] for r in group]
-        idle = [r["idle_before"] for r in group if r["idle_before"] is not None]
-        cpu = [r["cpu"] | {"rps": r["requests_per_s"]} for r in group if r["cpu"]]
+    rows = []
+    for (route, connections), sides in sorted(
+        groups.items(), key=lambda i: (i[0][1] or 0, order.get(i[0][0], 3), i[0][0])
+    ):
+        mine = _side(sides[ours]) if ours in sides else None
+        old = _side(sides[baseline]) if baseline in sides else None
+        ratio = None
+        if mine and old and old["requests_per_s"]:
+            ratio = mine["requests_per_s"] / old["requests_per_s"]
         rows.append(
             {
                 "route": route,
-                "runs": len(group),
-                "requests_per_s": statistics.median(rps),
-                "rps_min": min(rps),
-                "rps_max": max(rps),
-                "p50_ms": statistics.median(r["p50_ms"] for r in group),
-                "p99_ms": statistics.median(r["p99_ms"] for r in group),
-                "non_2xx": sum(r["non_2xx"] for r in group),
-                "socket_errors": sum(r["socket_errors"] for r in group),
-                "idle_before_min": min(idle) if idle else None,
-                # CPU milliseconds per request: steady even when throughput is not.
-                "server_cpu_ms": _median_per_request(cpu, "server_cores"),
-                "postgres_cpu_ms": _median_per_request(cpu, "postgres_cores"),
-                "other_cores_max": max(c["other_cores"] for c in cpu) if cpu else None,
+                "connections": connections,
+                "ours": mine,
+                "old": old,
+                "ratio": ratio,
             }
         )
     return rows
 
 
 def _fmt(value, spec: str) -> str:
-    return "?" if value is None else spec.format(value)
+    return "-" if value is None else spec.format(value)
 
 
-def render(rows: list[dict], title: str) -> str:
+def _errors(side: dict | None) -> str:
+    if side is None:
+        return "-"
+    errors = side["non_2xx"] + side["socket_errors"]
+    return str(errors) if not errors else f"{errors} !!"
+
+
+def render(rows: list[dict], title: str, ours: str, baseline: str) -> str:
     head = (
         "route",
+        "conns",
         "runs",
-        "req/s",
+        f"{ours} req/s",
         "(min-max)",
-        "p50 ms",
+        f"{baseline} req/s",
+        "(min-max)",
+        f"× {baseline}",
         "p99 ms",
+        f"{baseline} p99",
         "errors",
-        "old req/s",
-        "old p99",
-        "× old req/s",
-        "p99 / old",
-        "server CPU ms/req",
-        "pg CPU ms/req",
+        f"{baseline} errors",
+        "CPU ms/req",
+        "pg ms/req",
+        f"{baseline} CPU ms/req",
+        f"{baseline} pg ms/req",
         "other load",
         "idle before",
     )
     body = []
     for r in rows:
-        errors = r["non_2xx"] + r["socket_errors"]
+        ours, old = r["ours"] or {}, r["old"] or {}
+        sides = [s for s in (ours, old) if s]
+        other = [s["other_cores_max"] for s in sides]
+        other = [o for o in other if o is not None]
+        idle = [s["idle_before_min"] for s in sides]
+        idle = [i for i in idle if i is not None]
         body.append(
             (
                 r["route"],
-                str(r["runs"]),
-                f"{r['requests_per_s']:.0f}",
-                f"({r['rps_min']:.0f}-{r['rps_max']:.0f})",
-                f"{r['p50_ms']:.2f}",
-                f"{r['p99_ms']:.2f}",
-                str(errors) if not errors else f"{errors} !!",
-                f"{OLD_RPS:.0f}",
-                f"{OLD_P99_MS:.0f}",
-                f"{r['requests_per_s'] / OLD_RPS:.2f}×",
-                f"{r['p99_ms'] / OLD_P99_MS:.2f}",
-                _fmt(r["server_cpu_ms"], "{:.2f}"),
-                _fmt(r["postgres_cpu_ms"], "{:.2f}"),
-                _fmt(r["other_cores_max"], "{:.2f} cores"),
-                _fmt(r["idle_before_min"], "{}%"),
+                _fmt(r["connections"], "{}"),
+                "/".join(str(s["runs"]) for s in sides),
+                _fmt(ours.get("requests_per_s"), "{:.0f}"),
+                _range(ours),
+                _fmt(old.get("requests_per_s"), "{:.0f}"),
+                _range(old),
+                _fmt(r["ratio"], "{:.2f}×"),
+                _fmt(ours.get("p99_ms"), "{:.1f}"),
+                _fmt(old.get("p99_ms"), "{:.1f}"),
+                _errors(r["ours"]),
+                _errors(r["old"]),
+                _fmt(ours.get("server_cpu_ms"), "{:.2f}"),
+                _fmt(ours.get("postgres_cpu_ms"), "{:.2f}"),
+                _fmt(old.get("server_cpu_ms"), "{:.2f}"),
+                _fmt(old.get("postgres_cpu_ms"), "{:.2f}"),
+                _fmt(max(other) if other else None, "{:.2f} cores"),
+                _fmt(min(idle) if idle else None, "{}%"),
             )
         )
     widths = [max(len(row[i]) for row in (head, *body)) for i in range(len(head))]
@@ -176,40 +225,57 @@ def render(rows: list[dict], title: str) -> str:
 
     out = [title, line(head), line(["-" * w for w in widths])]
     out += [line(row) for row in body]
-    out.append(
-        f"old = the FastAPI + JSON-file service, SPEC §9 (16 connections); "
-        f"the aim is {TARGET_RATIO}× its req/s ({OLD_RPS * TARGET_RATIO:.0f}) "
-        f"with a lower p99 and no errors.\n"
-        f"Medians over runs. CPU ms/req = CPU time of the gunicorn workers (of the "
-        f"bench database's PostgreSQL backends) per request;\nother load = the most "
-        f"cores anything else used during a run; idle before = the least idle CPU "
-        f"share just before a run."
-    )
+    if baseline == "old":
+        out += [
+            "old = the FastAPI + JSON-file service this replaces, one uvicorn "
+            "process, run beside oo_ml in the same sitting (A B A B);",
+            f"the aim is {TARGET_RATIO}× its req/s at 16 connections with a lower "
+            "p99 and no errors.",
+        ]
+    out += [
+        f"Medians over runs; × {baseline} = the ratio of the medians, the runs "
+        "interleaved in one sitting.",
+        "CPU ms/req = CPU time of the server's processes (pg: the bench database's "
+        "PostgreSQL backends) per request;",
+        "other load = the most cores anything else used during a run; idle before = "
+        "the least idle CPU share just before a run.",
+    ]
     return "\n".join(out)
 
 
-def verdicts(rows: list[dict]) -> list[str]:
+def _range(side: dict) -> str:
+    if not side:
+        return ""
+    return f"({side['rps_min']:.0f}-{side['rps_max']:.0f})"
+
+
+def verdicts(rows: list[dict], baseline: str) -> list[str]:
     notes = []
     for r in rows:
-        if r["non_2xx"] or r["socket_errors"]:
+        name = f"{r['route']} at {r['connections']} connections"
+        ours, old = r["ours"], r["old"]
+        if ours and (ours["non_2xx"] or ours["socket_errors"]):
             notes.append(
-                f"ERROR: {r['route']}: {r['non_2xx']} non-2xx answers and "
-                f"{r['socket_errors']} socket errors over {r['runs']} run(s)"
+                f"ERROR: {name}: {ours['non_2xx']} non-2xx answers and "
+                f"{ours['socket_errors']} socket errors over {ours['runs']} run(s)"
             )
-        if r["idle_before_min"] is not None and r["idle_before_min"] < 90:
-            notes.append(
-                f"WARNING: {r['route']}: the machine was busy before a run "
-                f"({r['idle_before_min']}% idle); the figures are low"
-            )
-        if r["other_cores_max"] is not None and r["other_cores_max"] > 0.2:
-            notes.append(
-                f"WARNING: {r['route']}: other work used up to "
-                f"{r['other_cores_max']:.2f} cores during a run; the figures are low"
-            )
-        if r["requests_per_s"] < OLD_RPS or r["p99_ms"] > OLD_P99_MS:
-            notes.append(f"WARNING: {r['route']}: not better than the old service")
-        elif r["requests_per_s"] < OLD_RPS * TARGET_RATIO:
-            notes.append(f"note: {r['route']}: below the {TARGET_RATIO}× aim")
+        for side in (s for s in (ours, old) if s):
+            if side["idle_before_min"] is not None and side["idle_before_min"] < 90:
+                notes.append(
+                    f"WARNING: {name}: the machine was busy before a run "
+                    f"({side['idle_before_min']}% idle); the figures are low"
+                )
+            if side["other_cores_max"] is not None and side["other_cores_max"] > 0.2:
+                notes.append(
+                    f"WARNING: {name}: other work used up to "
+                    f"{side['other_cores_max']:.2f} cores during a run"
+                )
+        if r["ratio"] is None:
+            continue
+        if r["ratio"] < 1 or ours["p99_ms"] > old["p99_ms"]:
+            notes.append(f"WARNING: {name}: not better than {baseline}")
+        elif baseline == "old" and r["ratio"] < TARGET_RATIO:
+            notes.append(f"note: {name}: below the {TARGET_RATIO}× aim")
     return notes
 
 
@@ -218,6 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("files", nargs="+", type=Path, help="wrk output files")
     parser.add_argument("--title", default="Load benchmark")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--ours", help="the label of the runs judged (default: any)")
+    parser.add_argument(
+        "--baseline", default="old", help="the label compared against (default old)"
+    )
     args = parser.parse_args(argv)
 
     runs = []
@@ -230,11 +300,14 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         print("ERROR: nothing to report", file=sys.stderr)
         return 2
-    rows = summarise(runs)
-    print(render(rows, args.title))
+    rows = summarise(runs, ours=args.ours, baseline=args.baseline)
+    ours = args.ours or next(
+        (r["side"] for r in runs if r["side"] != args.baseline), "oo_ml"
+    )
+    print(render(rows, args.title, ours, args.baseline))
     if args.json:
         args.json.write_text(json.dumps({"runs": runs, "rows": rows}, indent=2))
-    notes = verdicts(rows)
+    notes = verdicts(rows, args.baseline)
     for note in notes:
         print(note, file=sys.stderr if note.startswith("ERROR") else sys.stdout)
     return 1 if any(n.startswith("ERROR") for n in notes) else 0

@@ -49,6 +49,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "oo_ml.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # A call with a token goes to its view from here: what follows serves the
+    # admin's pages (oo_ml/middleware.py).
+    "oo_ml.middleware.TokenApiMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
