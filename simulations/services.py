@@ -148,8 +148,8 @@ def _judge(judge) -> str:
 def _chunk_size(values: dict, chunk_users: int | None) -> int:
     n_users, n_rounds = values["n_users"], values["n_rounds"]
     n_candidates = values["n_candidates"]
-    if chunk_users is None:
-        return chunk_users_for(
+    if chunk_users is None:  # chosen, then held to the same limits
+        chunk_users = chunk_users_for(
             n_users=n_users,
             n_rounds=n_rounds,
             n_candidates=n_candidates,
