@@ -21,7 +21,7 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
-from oo_ml.auth import service_token_create, token_cache_clear
+from oo_ml.auth import service_token_create, token_cache_clear, token_create
 
 ROOT = Path(__file__).resolve().parent
 
@@ -85,6 +85,14 @@ def staff_user(db):
 def staff_api(staff_user) -> APIClient:
     client = APIClient()
     client.force_login(staff_user)
+    return client
+
+
+@pytest.fixture
+def staff_token_api(staff_user) -> APIClient:
+    """The staff user over the API with a token of theirs, as a script would."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_create(user=staff_user)}")
     return client
 
 

@@ -10,10 +10,25 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 
+import orjson
 from django.db import connection, models
 from django.db.backends.utils import CursorWrapper
+from psycopg.types.json import Jsonb
+
+
+def json_dumps(value) -> bytes | str:
+    """JSON columns on the hot path: orjson writes a decision's candidates,
+    vectors and estimates over ten times faster than json.dumps, the same JSON for
+    what they hold (numbers, strings, lists, objects; numpy scalars as numbers).
+    What orjson refuses (an integer past 64 bits, say) json.dumps writes as
+    before."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError:
+        return json.dumps(value)
 
 
 @contextlib.contextmanager
@@ -49,12 +64,20 @@ def rows_insert_sql(objs: Sequence[models.Model]) -> tuple[str, list]:
     sql = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES " + ", ".join(
         [row] * len(objs)
     )
-    params = [
-        f.get_db_prep_save(f.pre_save(obj, add=True), connection)
-        for obj in objs
-        for f in fields
-    ]
+    params = [_prep(f, f.pre_save(obj, add=True)) for obj in objs for f in fields]
     return sql, params
+
+
+def _prep(field: models.Field, value):
+    """``value`` as the ORM would store it in ``field``."""
+    if (
+        value is not None
+        and isinstance(field, models.JSONField)
+        and field.encoder is None
+        and connection.vendor == "postgresql"
+    ):
+        return Jsonb(value, dumps=json_dumps)
+    return field.get_db_prep_save(value, connection)
 
 
 def fetch_one(

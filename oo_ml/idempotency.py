@@ -20,7 +20,8 @@ M = TypeVar("M", bound=models.Model)
 # Event ids the platform makes itself: ``event:<uuid>`` is the reward an
 # accepted /events reaction implied (profiles.services.reward_event_id). A
 # caller's id may not start so, or it could forge or block that reward.
-RESERVED_EVENT_ID_PREFIXES = ("event:",)
+EVENT_REWARD_PREFIX = "event:"
+RESERVED_EVENT_ID_PREFIXES = (EVENT_REWARD_PREFIX,)
 
 
 def fingerprint(**request: Any) -> str:

@@ -21,7 +21,7 @@ from django.views.decorators.http import require_POST
 from oo_ml import formatting
 from oo_ml.errors import DomainError
 from oo_ml.permissions import POLICY_CHANGE, POLICY_VIEW, USER_RESET, staff_may
-from policies import bandits, selectors, services, stats
+from policies import bandits, gate, selectors, services, stats
 from policies.models import (
     BanditState,
     Decision,
@@ -30,8 +30,6 @@ from policies.models import (
     Reward,
     Role,
 )
-from simulations import charts as sim_charts
-from simulations import selectors as sim_selectors
 
 HISTORY_SHOWN = 20
 DECISIONS_SHOWN = 10
@@ -215,7 +213,7 @@ class PolicyAdmin(ReadOnlyAdmin):
                 services.policy_promote(
                     name=policy.name,
                     actor=request.user,
-                    evidence_for=sim_selectors.promotion_evidence,
+                    evidence_for=gate.promotion_evidence,
                 )
             except DomainError as error:
                 self.message_user(request, error.detail, messages.ERROR)
@@ -227,7 +225,7 @@ class PolicyAdmin(ReadOnlyAdmin):
         active = Policy.objects.filter(role=Role.ACTIVE).first()
         evidence = None
         if active is not None and policy.role == Role.SHADOW:
-            evidence = sim_selectors.promotion_evidence(shadow=policy, active=active)
+            evidence = gate.promotion_evidence(shadow=policy, active=active)
         if policy.role != Role.SHADOW:
             refusal = f"{policy.name} is {policy.role}: only a shadow can be promoted."
         elif active is None:
@@ -237,11 +235,11 @@ class PolicyAdmin(ReadOnlyAdmin):
                 shadow=policy.name, active=active.name, evidence=evidence
             )
         margin = services.gate_margin()
-        verdict = gate = None
+        verdict = chart = None
         if evidence is not None:
             verdict = stats.gate_verdict(evidence.interval, margin=margin)
             if evidence.low is not None:
-                gate = sim_charts.interval_chart(
+                chart = gate.interval_chart(
                     mean=evidence.difference,
                     low=evidence.low,
                     high=evidence.high,
@@ -257,7 +255,7 @@ class PolicyAdmin(ReadOnlyAdmin):
             "evidence": evidence,
             "margin": margin,
             "verdict": verdict,
-            "gate": gate,
+            "gate": chart,
             "refusal": refusal,
             "can_promote": _can_toggle(request) and refusal is None,
         }

@@ -6,14 +6,13 @@ import dataclasses
 import os
 
 import numpy as np
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from oo_ml.negotiation import JsonOnlyNegotiation
+from oo_ml.apis import ERRORS, JsonApi
 from oo_ml.permissions import POLICY_CHANGE, POLICY_VIEW, USER_RESET, StaffMay
-from policies import selectors, services
+from policies import gate, selectors, services
 from policies.serializers import (
     DecisionOutputSerializer,
     LearningInput,
@@ -26,25 +25,11 @@ from policies.serializers import (
     record_serializer,
 )
 from profiles.services import profile_features_for_scoring
-from simulations import selectors as sim_selectors
 
-ERROR = inline_serializer(
-    "Error",
-    {
-        "error": serializers.CharField(),
-        "detail": serializers.CharField(),
-        "field": serializers.CharField(allow_null=True),
-    },
-)
 SCORE_INPUT = ScoreInput()
 REWARD_INPUT = RewardInput()
 TOGGLE_INPUT = ToggleInput()
 LEARNING_INPUT = LearningInput()
-
-ERRORS = {
-    code: OpenApiResponse(ERROR)
-    for code in (400, 401, 403, 404, 409, 413, 415, 429, 503)
-}
 
 
 _rng: tuple[int, np.random.Generator] | None = None
@@ -61,12 +46,6 @@ def request_rng() -> np.random.Generator:
     if _rng is None or _rng[0] != os.getpid():
         _rng = (os.getpid(), np.random.default_rng())
     return _rng[1]
-
-
-class JsonApi(APIView):
-    """The decision API's views: JSON only, so no content negotiation."""
-
-    content_negotiation_class = JsonOnlyNegotiation
 
 
 def decision_answer(decision) -> dict:
@@ -270,7 +249,7 @@ class AdminPolicyPromoteApi(JsonApi):
         policy = services.policy_promote(
             name=name,
             actor=request.user,
-            evidence_for=sim_selectors.promotion_evidence,
+            evidence_for=gate.promotion_evidence,
         )
         return Response(PolicyOutputSerializer(policy).data)
 

@@ -8,7 +8,7 @@ import dataclasses
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.response import Response
 
-from policies.apis import ERROR, ERRORS, JsonApi
+from oo_ml.apis import ERROR, ERRORS, JsonApi
 from policies.serializers import record_serializer
 from profiles import services
 from profiles.serializers import (

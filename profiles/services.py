@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from oo_ml.db import names_lock, rows_insert
 from oo_ml.errors import Conflict, NotFound
-from oo_ml.idempotency import fingerprint, previous_or_conflict
+from oo_ml.idempotency import EVENT_REWARD_PREFIX, fingerprint, previous_or_conflict
 from policies.models import Reward
 from policies.services import (
     decision_candidate,
@@ -52,7 +52,7 @@ def reward_event_id(event_id: uuid.UUID) -> str:
     them first); this id links the reward back to its event and would stop a
     second application all the same.
     """
-    return f"event:{event_id}"
+    return f"{EVENT_REWARD_PREFIX}{event_id}"
 
 
 def _event_build(

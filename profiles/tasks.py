@@ -5,8 +5,6 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from profiles import services
-
 
 @shared_task(
     name="profiles.refresh_stale",
@@ -21,6 +19,8 @@ def refresh_stale() -> int:
     Half: beat runs this every half TTL (settings.CELERY_BEAT_SCHEDULE), so each
     profile is recomputed before it goes stale on a read.
     """
+    from profiles import services
+
     return services.profiles_refresh_stale(
         older_than_seconds=settings.PROFILE_TTL_SECONDS / 2
     )

@@ -9,10 +9,10 @@ from rest_framework import generics
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
+from oo_ml.apis import ERRORS, JsonApi
 from oo_ml.errors import InvalidInput
 from oo_ml.negotiation import JsonOnlyNegotiation
 from oo_ml.permissions import RUN_START, RUN_VIEW, StaffMay
-from policies.apis import ERRORS, JsonApi
 from simulations import selectors, services
 from simulations.serializers import (
     RUN_INPUT_SCHEMA,

@@ -30,7 +30,7 @@ from oo_ml.errors import Conflict, InvalidInput, Unavailable
 from oo_ml.idempotency import fingerprint
 from policies.models import Policy
 from profiles import inference
-from simulations import engine
+from simulations import engine, tasks
 from simulations.judges import JUDGES
 from simulations.models import ChunkStatus, Run, RunChunk, RunEvent, RunStatus
 from simulations.personas import PERSONA_NAMES
@@ -513,8 +513,6 @@ def run_finish(*, run_id: uuid.UUID) -> Run:
 
 
 def _chunk_tasks_send(chunks: Sequence[tuple[uuid.UUID, int]]) -> None:
-    from simulations import tasks  # tasks import this module
-
     for run_id, index in chunks:
         tasks.run_chunk.delay(str(run_id), index)
 
@@ -533,8 +531,6 @@ def _fan_out_send(run_id: uuid.UUID) -> None:
     """Hand the run's fan-out task to the broker. If the broker cannot take it,
     the run, which nothing has started, is deleted, so the caller's retry (with
     the same Idempotency-Key, say) starts it afresh, and the caller hears 503."""
-    from simulations import tasks  # tasks import this module
-
     try:
         tasks.run_fan_out.delay(str(run_id))
     except Exception as error:  # any failure to send: nothing was started

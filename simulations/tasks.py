@@ -13,8 +13,6 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from simulations import services
-
 
 @shared_task(
     name="simulations.run_chunk",
@@ -24,6 +22,8 @@ from simulations import services
     soft_time_limit=settings.SIMULATION_CHUNK_TIME_LIMIT - 30,
 )
 def run_chunk(run_id: str, chunk_index: int) -> None:
+    from simulations import services  # services enqueue these tasks
+
     services.run_chunk_work(run_id=run_id, chunk_index=chunk_index)
 
 
@@ -36,6 +36,8 @@ def run_chunk(run_id: str, chunk_index: int) -> None:
 )
 def run_fan_out(run_id: str) -> int:
     """Send one task per pending chunk of a run just started; answers how many."""
+    from simulations import services
+
     return services.run_chunks_send(run_id=run_id)
 
 
@@ -48,4 +50,6 @@ def run_fan_out(run_id: str) -> int:
 )
 def resume_stalled() -> int:
     """Send again the tasks of stalled runs' pending chunks; answers how many."""
+    from simulations import services
+
     return len(services.runs_resume_stalled())

@@ -6,21 +6,12 @@ import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
-from oo_ml.auth import token_create
 from policies.models import ChangeAction, Decision, Policy, PolicyChange
 from policies.tests.test_api_flow import score
 
 pytestmark = pytest.mark.django_db
 
 TOGGLE = "/api/admin/policies/{}/toggle"
-
-
-@pytest.fixture
-def staff_token_api(staff_user) -> APIClient:
-    client = APIClient()
-    token = token_create(user=staff_user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
-    return client
 
 
 def test_staff_list_every_policy_active_first(staff_token_api):

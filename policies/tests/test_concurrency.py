@@ -13,9 +13,9 @@ import pytest
 from django.db import connection
 
 from oo_ml.auth import service_token_create
-from policies import bandits, services
+from policies import bandits
 from policies.models import BanditState, Policy, Reward
-from policies.services import reward_apply
+from policies.services import reward_apply, rewards
 
 pytestmark = pytest.mark.postgres
 
@@ -153,7 +153,7 @@ def test_a_reward_whose_decision_a_reset_cleared_meanwhile_is_404(
     decision = api.post(
         "/score", {"user_id": "u1", "candidates": [{"id": "a"}]}, format="json"
     ).json()
-    lock = services._states_lock
+    lock = rewards._states_lock
 
     def reset_meanwhile(**kwargs):
         db = connection.settings_dict
@@ -170,7 +170,7 @@ def test_a_reward_whose_decision_a_reset_cleared_meanwhile_is_404(
             )
         return lock(**kwargs)
 
-    monkeypatch.setattr(services, "_states_lock", reset_meanwhile)
+    monkeypatch.setattr(rewards, "_states_lock", reset_meanwhile)
     response = api.post(
         "/reward",
         {

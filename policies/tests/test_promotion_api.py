@@ -19,17 +19,6 @@ PROMOTE = "/api/admin/policies/egreedy-v2/promote"
 ROLLBACK = "/api/admin/policies/rollback"
 
 
-@pytest.fixture
-def staff_token_api(staff_user):
-    from rest_framework.test import APIClient
-
-    from oo_ml.auth import token_create
-
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token_create(user=staff_user)}")
-    return client
-
-
 def simulate(policies=("egreedy-v1", "egreedy-v2"), **overrides):
     """A real, small simulation run, executed in process."""
     args = dict(

@@ -11,7 +11,6 @@ import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
-from oo_ml.auth import token_create
 from simulations import services, tasks
 from simulations.models import Run, RunChunk, RunEvent
 
@@ -27,14 +26,6 @@ BODY = {
     "seed": 42,
     "chunk_users": 3,
 }
-
-
-@pytest.fixture
-def staff_token_api(staff_user) -> APIClient:
-    client = APIClient()
-    token = token_create(user=staff_user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
-    return client
 
 
 @pytest.fixture

@@ -19,13 +19,6 @@ from simulations.tests.test_api import BODY, URL
 
 
 @pytest.fixture
-def staff_token_api(staff_user) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token_create(user=staff_user)}")
-    return client
-
-
-@pytest.fixture
 def broker(monkeypatch) -> dict[str, list]:
     """What reaches the broker: the start's messages, then the fan-out's."""
     sent: dict[str, list] = {"fan_out": [], "chunks": []}

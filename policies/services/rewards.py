@@ -1,0 +1,440 @@
+"""Rewards: a policy (and each policy that learns from live rewards) learns
+from one, under row locks on the user's states; each update is logged."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.backends.utils import CursorWrapper
+from django.utils import timezone
+
+from oo_ml.db import fetch_all, fetch_one, for_update, names_lock
+from oo_ml.errors import Conflict, InvalidInput, NotFound
+from oo_ml.idempotency import fingerprint as request_fingerprint
+from oo_ml.idempotency import previous_or_conflict
+from policies import bandits, rollups
+from policies.models import (
+    BanditState,
+    Decision,
+    Policy,
+    Reward,
+    Role,
+    array_to_bytes,
+    state_from_bytes,
+)
+from policies.selectors import POLICY_COLUMNS, POLICY_WIDTH, policy_from_row
+
+
+@dataclass(frozen=True, slots=True)
+class RewardResult:
+    applied: bool
+    replayed: bool
+    policy: str
+    user_id: str
+    tip_id: str
+    reward: float
+    decision_id: uuid.UUID | None
+    event_id: str | None
+    reward_count: int
+    cumulative_reward: float
+    # The other policies the reward trained: those learning from live rewards.
+    learned_by: tuple[str, ...] = ()
+
+
+def decision_candidate(
+    *, decision_id: uuid.UUID, user_id: str, tip_id: str, policy_name: str | None
+) -> tuple[Decision, int]:
+    """The decision and the index of ``tip_id`` among its candidates, checked:
+    it exists, is this user's (and the named policy's), and offered the tip."""
+    decision = Decision.objects.select_related("policy").filter(id=decision_id).first()
+    if decision is None:
+        raise NotFound(f"No decision {decision_id}.", field="decision_id")
+    if decision.user_id != user_id:
+        raise InvalidInput(
+            f"Decision {decision_id} was made for another user.", field="user_id"
+        )
+    if policy_name is not None and decision.policy.name != policy_name:
+        raise InvalidInput(
+            f"Decision {decision_id} was made by {decision.policy.name}, "
+            f"not {policy_name}.",
+            field="decision_id",
+        )
+    index = decision.candidate_index(tip_id)
+    if index is None:
+        raise InvalidInput(
+            f"{tip_id!r} is not a candidate of decision {decision_id}.", field="tip_id"
+        )
+    return decision, index
+
+
+def decision_gone(decision_id: uuid.UUID | None) -> None:
+    """After an IntegrityError: NotFound if the decision a write named is gone.
+
+    A reset can delete the user's decisions while a reward for one of them is in
+    flight; the deferred foreign key then fails at commit. That is a decision
+    that no longer exists (404), not a server error.
+    """
+    if decision_id is not None and not Decision.objects.filter(pk=decision_id).exists():
+        raise NotFound(
+            f"Decision {decision_id} was cleared (its user was reset).",
+            field="decision_id",
+        ) from None
+
+
+_STATE = BanditState._meta.db_table
+_POLICY = Policy._meta.db_table
+_REWARD = Reward._meta.db_table
+# The reward hot path is plain SQL: see oo_ml/db.py for why. One statement finds
+# the policies a reward trains and locks the user's states under them, in one
+# order (by policy id), and counts the policies, so a missing state shows.
+_STATES_LOCK_SQL = f"""
+    SELECT {POLICY_COLUMNS}, s.id, s.a_bytes, s.b_bytes, s.reward_count,
+        s.cumulative_reward,
+        (SELECT COUNT(*) FROM {_POLICY} p WHERE {{which}})
+    FROM {_STATE} s JOIN {_POLICY} p ON p.id = s.policy_id
+    WHERE s.user_id = %(user)s AND ({{which}})
+    ORDER BY p.id
+"""
+_POLICIES_SQL = f"SELECT {POLICY_COLUMNS} FROM {_POLICY} p WHERE {{which}}"
+# Which policies a reward trains: the one it is for, and (unless a route named
+# one) every policy that learns from live rewards.
+_NAMED = "p.name = %(value)s"
+_DECIDED = "p.id = %(value)s OR p.learns_live"
+_ACTIVE = "p.role = %(value)s OR p.learns_live"
+_STATE_UPDATE_SQL = f"""
+    UPDATE {_STATE}
+    SET a_bytes = %s, b_bytes = %s, reward_count = reward_count + 1,
+        cumulative_reward = cumulative_reward + %s, updated_at = %s
+    WHERE id = %s
+"""
+# Bounded below by the decision's time (less a day for clocks apart): the
+# reward log is partitioned by day, and a reward follows its decision.
+_EARLIER_REWARD_SQL = f"""
+    SELECT event_id, reward, created_at FROM {_REWARD}
+    WHERE decision_id = %s AND NOT learned AND created_at >= %s
+    ORDER BY created_at LIMIT 1
+"""
+# Under the user's locks: the decision is still there (a reset or retention may
+# have removed it since it was read), and stays until commit (a reset's delete
+# waits for it), as a foreign key would have it. The log has no foreign keys:
+# it is partitioned (docs/logs.md).
+_DECISION_HOLD_SQL = f"SELECT 1 FROM {Decision._meta.db_table} WHERE id = %s{{lock}}"
+
+
+@dataclass(slots=True)
+class _LockedState:
+    policy: Policy
+    id: int
+    a: np.ndarray
+    b: np.ndarray
+    reward_count: int
+    cumulative_reward: float
+
+
+def _states_lock(
+    *, user_id: str, which: str, value: Any, cursor: CursorWrapper
+) -> list[_LockedState]:
+    """The user's states under the policies ``which`` selects, created if new,
+    row-locked until commit, in policy-id order: two rewards for one user lock
+    the same rows in the same order, so they queue rather than deadlock."""
+    params = {"user": user_id, "value": value}
+    sql = _STATES_LOCK_SQL.format(which=which) + for_update(of="s")
+    rows = fetch_all(sql, params, cursor)
+    if not rows or len(rows) < rows[0][-1]:
+        policies = [
+            policy_from_row(row)
+            for row in fetch_all(_POLICIES_SQL.format(which=which), params, cursor)
+        ]
+        have = {row[0] for row in rows}
+        new = [
+            BanditState(
+                policy=policy,
+                user_id=user_id,
+                a_bytes=array_to_bytes(a),
+                b_bytes=array_to_bytes(b),
+            )
+            for policy in sorted(policies, key=lambda p: p.id)
+            if policy.id not in have
+            for a, b in [bandits.initial_state(policy.dimension)]
+        ]
+        # A concurrent first reward may create them first: then we wait for
+        # its locks.
+        BanditState.objects.bulk_create(new, ignore_conflicts=True)
+        rows = fetch_all(sql, params, cursor)
+    states = []
+    for row in rows:
+        policy = policy_from_row(row[:POLICY_WIDTH])
+        state_id, a_bytes, b_bytes, reward_count, cumulative, _ = row[POLICY_WIDTH:]
+        a, b = state_from_bytes(a_bytes, b_bytes, policy.dimension)
+        states.append(_LockedState(policy, state_id, a, b, reward_count, cumulative))
+    return states
+
+
+def learned_by(previous: Reward) -> tuple[str, ...]:
+    """The policies that learned from an applied reward: written with it."""
+    return tuple(
+        Reward.objects.filter(
+            user_id=previous.user_id,
+            tip_id=previous.tip_id,
+            created_at=previous.created_at,
+            learned=True,
+        )
+        .order_by("policy_id")
+        .values_list("policy__name", flat=True)
+    )
+
+
+def _replay_or_conflict(*, event_id: str, fingerprint: str) -> RewardResult | None:
+    """None if ``event_id`` is new; the earlier answer if this is the same request
+    again; Conflict if the id was used for a different one."""
+    previous = previous_or_conflict(
+        Reward.objects.select_related("policy"),
+        event_id=event_id,
+        fingerprint=fingerprint,
+    )
+    if previous is None:
+        return None
+    state = BanditState.objects.filter(
+        policy=previous.policy, user_id=previous.user_id
+    ).first()
+    return RewardResult(
+        applied=False,
+        replayed=True,
+        policy=previous.policy.name,
+        user_id=previous.user_id,
+        tip_id=previous.tip_id,
+        reward=previous.reward,
+        decision_id=previous.decision_id,
+        event_id=event_id,
+        reward_count=state.reward_count if state else 0,
+        cumulative_reward=state.cumulative_reward if state else 0.0,
+        learned_by=learned_by(previous),
+    )
+
+
+def _db_uuid(value: uuid.UUID):
+    """A uuid as a raw statement takes it (SQLite: hex text, as the ORM stores)."""
+    return Decision._meta.pk.get_db_prep_value(value, connection)
+
+
+def _decision_hold(decision: Decision, cursor: CursorWrapper) -> None:
+    """NotFound unless the decision is still stored; held until commit."""
+    lock = " FOR KEY SHARE" if connection.features.has_select_for_update else ""
+    params = [_db_uuid(decision.id)]
+    if fetch_one(_DECISION_HOLD_SQL.format(lock=lock), params, cursor) is None:
+        raise NotFound(
+            f"Decision {decision.id} was cleared (its user was reset, or it "
+            "passed the log's retention).",
+            field="decision_id",
+        )
+
+
+def _replay_locked(
+    *, event_id: str, fingerprint: str, cursor: CursorWrapper
+) -> RewardResult | None:
+    """The replay check again, under a lock on the event id, where the log is
+    partitioned: its event ids cannot have a unique index (docs/logs.md), so
+    two posts of one id queue here and the second finds the first."""
+    if connection.vendor != "postgresql":
+        return None  # plain tables: the unique index stops a second one
+    names_lock([f"reward-event-id:{event_id}"], cursor)
+    return _replay_or_conflict(event_id=event_id, fingerprint=fingerprint)
+
+
+def _already_rewarded(decision: Decision, cursor: CursorWrapper) -> None:
+    """Conflict if the decision has had its reward (SPEC §5: one per decision).
+
+    Asked under the user's state locks: a concurrent reward for the same
+    decision has committed by then, or is still waiting behind us.
+    """
+    decision_id = decision.id
+    earlier = fetch_one(
+        _EARLIER_REWARD_SQL,
+        [
+            _db_uuid(decision_id),
+            connection.ops.adapt_datetimefield_value(
+                decision.created_at - timedelta(days=1)
+            ),
+        ],
+        cursor,
+    )
+    if earlier is None:
+        return
+    event_id, reward, created_at = earlier
+    named = f" (event_id {event_id!r})" if event_id else ""
+    raise Conflict(
+        f"Decision {decision_id} was already rewarded {reward:+g}{named} at "
+        f"{created_at:%Y-%m-%d %H:%M:%S} UTC; a decision is rewarded once "
+        "(OO_ML_REWARD_AGGREGATION=sum applies every reward).",
+        field="decision_id",
+        code="already_rewarded",
+    )
+
+
+def _vector(
+    *,
+    policy: Policy,
+    decision: Decision | None,
+    index: int | None,
+    features: Mapping[str, Any],
+    day_of_week: int,
+    profile: Mapping[str, Any],
+) -> np.ndarray:
+    """``policy``'s encoding of the rewarded candidate (SPEC §3).
+
+    The deciding policy's is the vector it logged. Any other policy encodes the
+    candidate in the context and profile the decision logged; without a
+    decision, every policy encodes the body in its own dimension.
+    """
+    if decision is not None and index is not None:
+        if policy.id == decision.policy_id:
+            return np.asarray(decision.features[index], dtype=float)
+        features = decision.candidates[index]["features"]
+        hour = decision.context["hour_of_day"]
+        day_of_week = decision.context["day_of_week"]
+        profile = decision.profile
+    else:
+        hour = features["hour_of_day"]
+    return bandits.encode(
+        [features],
+        hours=[hour],
+        day_of_week=day_of_week,
+        profile=profile,
+        dimension=policy.dimension,
+    )[0]
+
+
+def reward_apply(
+    *,
+    user_id: str,
+    tip_id: str,
+    reward: float,
+    features: Mapping[str, Any],
+    day_of_week: int,
+    profile: Mapping[str, Any],
+    decision_id: uuid.UUID | None = None,
+    event_id: str | None = None,
+    policy_name: str | None = None,
+) -> RewardResult:
+    """Apply one reward: A += x x^T, b += r x, under row locks on the user's states.
+
+    With ``decision_id`` the decision's policy learns, on the vector it logged;
+    otherwise the policy named (default: the active one) learns, on a vector
+    rebuilt from ``features``. Unless a policy is named, every other policy that
+    learns from live rewards learns too, each on its own encoding (SPEC §7), and
+    each update is a row of the reward log. With the "first" aggregation (the
+    default) a decision takes one reward: a later one is a Conflict. A repeated
+    ``event_id`` changes nothing.
+    """
+    fingerprint = request_fingerprint(
+        user_id=user_id,
+        tip_id=tip_id,
+        reward=reward,
+        features=features,
+        day_of_week=day_of_week,
+        profile=profile,
+        decision_id=decision_id,
+        policy=policy_name,
+    )
+    if event_id is not None and (
+        replay := _replay_or_conflict(event_id=event_id, fingerprint=fingerprint)
+    ):
+        return replay
+    decision, index = None, None
+    if decision_id is not None:
+        decision, index = decision_candidate(
+            decision_id=decision_id,
+            user_id=user_id,
+            tip_id=tip_id,
+            policy_name=policy_name,
+        )
+    if policy_name is not None:
+        which, value, is_target = _NAMED, policy_name, lambda p: p.name == policy_name
+    elif decision is not None:
+        target_id = decision.policy_id
+        which, value, is_target = _DECIDED, target_id, lambda p: p.id == target_id
+    else:
+        which, value, is_target = _ACTIVE, Role.ACTIVE, lambda p: p.role == Role.ACTIVE
+    now = timezone.now()
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            if event_id is not None and (
+                replay := _replay_locked(
+                    event_id=event_id, fingerprint=fingerprint, cursor=cursor
+                )
+            ):
+                return replay
+            states = _states_lock(
+                user_id=user_id, which=which, value=value, cursor=cursor
+            )
+            target = next((s for s in states if is_target(s.policy)), None)
+            if target is None:
+                raise NotFound(
+                    "No policy is active."
+                    if policy_name is None
+                    else f"No policy named {policy_name!r}.",
+                    field="policy",
+                )
+            if decision is not None:
+                _decision_hold(decision, cursor)
+            if decision is not None and settings.REWARD_AGGREGATION == "first":
+                _already_rewarded(decision, cursor)
+            rows, updates = [], []
+            for state in states:
+                x = _vector(
+                    policy=state.policy,
+                    decision=decision,
+                    index=index,
+                    features=features,
+                    day_of_week=day_of_week,
+                    profile=profile,
+                )
+                a, b = bandits.update(state.a, state.b, x, reward)
+                own = state is target
+                rows.append(
+                    Reward(
+                        policy=state.policy,
+                        user_id=user_id,
+                        tip_id=tip_id,
+                        reward=reward,
+                        decision=decision,
+                        event_id=event_id if own else None,
+                        fingerprint=fingerprint,
+                        features=x.tolist(),
+                        learned=not own,
+                        created_at=now,
+                    )
+                )
+                updates.append(
+                    [array_to_bytes(a), array_to_bytes(b), reward, now, state.id]
+                )
+            rollups.rewards_insert(rows, cursor)
+            cursor.executemany(_STATE_UPDATE_SQL, updates)
+    except IntegrityError:
+        decision_gone(decision_id)
+        # The same event_id arrived concurrently for another user or policy.
+        if event_id is None or not (
+            replay := _replay_or_conflict(event_id=event_id, fingerprint=fingerprint)
+        ):
+            raise
+        return replay
+    return RewardResult(
+        applied=True,
+        replayed=False,
+        policy=target.policy.name,
+        user_id=user_id,
+        tip_id=tip_id,
+        reward=reward,
+        decision_id=decision_id,
+        event_id=event_id,
+        reward_count=target.reward_count + 1,
+        cumulative_reward=target.cumulative_reward + reward,
+        learned_by=tuple(s.policy.name for s in states if s is not target),
+    )
