@@ -177,7 +177,7 @@ SECURE_HSTS_PRELOAD = env("DJANGO_SECURE_HSTS_PRELOAD", False)
 SESSION_COOKIE_SECURE = env("DJANGO_SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = env("DJANGO_CSRF_COOKIE_SECURE", False)
 
-# Request bodies over this answer 413 before any view runs (SPEC section 5).
+# Request bodies over this answer 413 before any view runs (docs/api.md).
 MAX_BODY_BYTES = env("OO_ML_MAX_BODY_BYTES", 64 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_BODY_BYTES
 MAX_CANDIDATES = env("OO_ML_MAX_CANDIDATES", 100)
@@ -198,7 +198,7 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "oo_ml.auth.client_ip"
 HISTORY_LIMIT = 100
-# A stored profile older than this is recomputed when read (SPEC section 6).
+# A stored profile older than this is recomputed when read (docs/features.md).
 PROFILE_TTL_SECONDS = env("OO_ML_PROFILE_TTL_SECONDS", 900)
 # Rewards: the range /reward accepts, and what a second reward for one decision
 # does: "first" refuses it (409 already_rewarded), "sum" applies every one.

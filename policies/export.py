@@ -1,4 +1,4 @@
-"""The decision log as JSON lines, for off-policy tools (SPEC §10, docs/logs.md).
+"""The decision log as JSON lines, for off-policy tools (docs/logs.md).
 
 One line per decision, in id (time) order, with its own rewards joined: what
 Vowpal Wabbit's contextual-bandit formats and Open Bandit Pipeline's logged

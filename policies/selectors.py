@@ -362,7 +362,7 @@ def shadow_values(
     *, since: datetime, shadows: Sequence[Policy]
 ) -> dict[int, stats.OffPolicyEvidence]:
     """Each shadow's value on the active policy's rewarded decisions since
-    ``since`` (SPEC §7): self-normalised IPS and doubly robust, each with a
+    ``since`` (docs/evidence.md): self-normalised IPS and doubly robust, each with a
     bootstrap 95% interval, and the effective sample size.
 
     A shadow's probability of each candidate comes from the estimates (and

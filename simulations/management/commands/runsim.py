@@ -28,7 +28,7 @@ EARLY_ROUNDS = 10
 
 class Command(BaseCommand):
     help = (
-        "Simulate policies on synthetic users (SPEC section 8) in this process or "
+        "Simulate policies on synthetic users (docs/simulations.md) in this process or "
         "on the Celery workers (--workers), store the events, and print the "
         "per-policy table with 95% intervals, the paired differences from the "
         "first policy, the regrets against the oracle and per-persona winners."
