@@ -489,8 +489,8 @@ class DecisionAdmin(ReadOnlyAdmin):
         "user_id",
         "request_id",
         "tip_id",
-        "score",
-        "propensity",
+        "score_shown",
+        "propensity_shown",
         "exploring",
         "why",
     )

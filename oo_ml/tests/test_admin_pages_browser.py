@@ -211,6 +211,9 @@ def test_names_numbers_and_times_read_as_a_person_writes_them(admin_page, world)
     expect(page.locator("#content h2").first).to_have_text(
         re.compile(r"^egreedy-v[12] picked task-\w+ for alice$")
     )
+    expect(page.locator(".field-propensity_shown .readonly")).to_have_text(
+        re.compile(r"^(1|0\.\d{1,4})$")
+    )
 
     # The decisions: times to the second, four significant digits, and the
     # decision's role alone.

@@ -203,6 +203,8 @@ def test_smoothing_keeps_the_points_and_says_what_it_did(staff):
     assert "with the 11 rounds before" in (
         staff.get(page_of(run), {"smooth": "999"}).content.decode()
     )
+    one = staff.get(page_of(run), {"smooth": "2"}).content.decode()
+    assert "averages it with the round before" in one and "1 rounds" not in one
 
 
 def test_a_running_run_page_polls_and_a_failed_one_says_why(staff):
