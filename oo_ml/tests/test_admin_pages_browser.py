@@ -153,8 +153,9 @@ OVERFLOW = """() => {
   for (const table of document.querySelectorAll("#content table")) {
     const panel = table.parentElement.closest(".module, .results, #content-main");
     if (panel === null) continue;
-    const spill = table.getBoundingClientRect().right - panel.getBoundingClientRect().right;
-    if (spill > 1) worst.push([Math.round(spill), "a table in " + (panel.id || panel.className)]);
+    const right = (el) => el.getBoundingClientRect().right;
+    const spill = Math.round(right(table) - right(panel));
+    if (spill > 1) worst.push([spill, "a table in " + (panel.id || panel.className)]);
   }
   worst.sort((a, b) => b[0] - a[0]);
   return worst[0];
