@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import numpy as np
 from django.utils import timezone
 from django.utils.timesince import timesince
 
@@ -12,13 +13,16 @@ DIGITS = 4
 
 def significant(value: float | None, digits: int = DIGITS) -> str:
     """A score or a propensity to ``digits`` significant digits: 0.9500000000000001
-    is 0.95, -0.49729781959 is -0.4973; large values keep every whole digit."""
+    is 0.95, -0.49729781959 is -0.4973, 2.9123e-05 is 0.00002912; large values
+    keep every whole digit."""
     if value is None:
         return "—"
     if abs(value) >= 10**digits:
         return f"{value:,.0f}"
-    text = f"{value:.{digits}g}"
-    return text if "e" not in text else f"{value:.{digits}f}"
+    # Positional, never 2.9e-05: 0.000029.
+    return np.format_float_positional(
+        value, precision=digits, unique=False, fractional=False, trim="-"
+    )
 
 
 def ago(moment: datetime | None, now: datetime | None = None) -> str:
