@@ -88,17 +88,31 @@ def decisions_insert(decisions: Sequence[Decision], cursor: CursorWrapper) -> No
 
 
 def _insert_counted(
-    rows: Sequence[Decision | Reward], counts: Counts, cursor: CursorWrapper
+    rows: Sequence[Decision | Reward],
+    counts: Counts,
+    cursor: CursorWrapper,
+    also: tuple[str, list] | None = None,
 ) -> None:
+    """Insert ``rows`` and add ``counts`` to the roll-up; ``also``, one more
+    data-modifying statement and its parameters, runs with them (PostgreSQL: in
+    the same statement, as a WITH of its own)."""
     insert, params = rows_insert_sql(rows)
     upsert, more = upsert_sql(counts)
     if connection.vendor == "postgresql":
         # A data-modifying WITH runs whether or not it is read.
-        cursor.execute(f"WITH logged AS ({insert}) {upsert}", [*params, *more])
+        extra, extra_params = also if also else ("", [])
+        if extra:
+            extra = f", also AS ({extra})"
+        cursor.execute(
+            f"WITH logged AS ({insert}){extra} {upsert}",
+            [*params, *extra_params, *more],
+        )
     else:
         with transaction.atomic():
             cursor.execute(insert, params)
             cursor.execute(upsert, more)
+            if also:
+                cursor.execute(*also)
 
 
 def reward_counts(rewards: Iterable[Reward]) -> Counts:
@@ -113,9 +127,14 @@ def reward_counts(rewards: Iterable[Reward]) -> Counts:
     return counts
 
 
-def rewards_insert(rewards: Sequence[Reward], cursor: CursorWrapper) -> None:
-    """Insert reward rows and count them, in one statement on PostgreSQL."""
-    _insert_counted(rewards, reward_counts(rewards), cursor)
+def rewards_insert(
+    rewards: Sequence[Reward],
+    cursor: CursorWrapper,
+    also: tuple[str, list] | None = None,
+) -> None:
+    """Insert reward rows and count them, in one statement on PostgreSQL, with
+    ``also`` (the learners' state updates) in it."""
+    _insert_counted(rewards, reward_counts(rewards), cursor, also)
 
 
 def _aware(at: dt.datetime | str) -> dt.datetime:

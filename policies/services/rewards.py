@@ -114,6 +114,24 @@ _STATE_UPDATE_SQL = f"""
         cumulative_reward = cumulative_reward + %s, updated_at = %s
     WHERE id = %s
 """
+# PostgreSQL: every learner's state in one statement, which rides in the reward
+# rows' insert. The rows are locked already: the order of the updates is free.
+_STATES_UPDATE_SQL = f"""
+    UPDATE {_STATE} AS s
+    SET a_bytes = v.a, b_bytes = v.b, reward_count = s.reward_count + 1,
+        cumulative_reward = s.cumulative_reward + v.r, updated_at = v.t
+    FROM (VALUES {{rows}}) AS v(a, b, r, t, id) WHERE s.id = v.id
+"""
+_STATES_UPDATE_ROW = "(%s::bytea, %s::bytea, %s::float8, %s::timestamptz, %s::bigint)"
+
+
+def _states_update_sql(updates: list[list]) -> tuple[str, list]:
+    """The statement updating the learners' states on PostgreSQL, and its
+    parameters: ``updates`` holds [A, b, reward, time, state id] for each."""
+    rows = ", ".join([_STATES_UPDATE_ROW] * len(updates))
+    return _STATES_UPDATE_SQL.format(rows=rows), [v for u in updates for v in u]
+
+
 # Bounded below by the decision's time (less a day for clocks apart): the
 # reward log is partitioned by day, and a reward follows its decision.
 _EARLIER_REWARD_SQL = f"""
@@ -415,8 +433,13 @@ def reward_apply(
                 updates.append(
                     [array_to_bytes(a), array_to_bytes(b), reward, now, state.id]
                 )
-            rollups.rewards_insert(rows, cursor)
-            cursor.executemany(_STATE_UPDATE_SQL, updates)
+            if connection.vendor == "postgresql":
+                # The log rows, the roll-up and the states: one statement.
+                also = _states_update_sql(updates)
+                rollups.rewards_insert(rows, cursor, also=also)
+            else:
+                rollups.rewards_insert(rows, cursor)
+                cursor.executemany(_STATE_UPDATE_SQL, updates)
     except IntegrityError:
         decision_gone(decision_id)
         # The same event_id arrived concurrently for another user or policy.

@@ -359,9 +359,10 @@ def test_reward_costs_a_fixed_number_of_queries(api):
         reward(api, tip_id="t", reward=1.0)
     # The test's own transaction turns the service's into savepoints: not counted.
     sql = [q["sql"] for q in queries if "SAVEPOINT" not in q["sql"]]
-    # Find the active policy and lock the state row in one, insert the log (and
-    # count it in the roll-up), update.
-    assert len(sql) == 3, sql
+    # Find the active policy and lock the state rows in one; insert the log,
+    # count it in the roll-up and update every learner's state in another.
+    assert len(sql) == 2, sql
+    assert "UPDATE policies_banditstate" in sql[1]
 
 
 @pytest.mark.django_db
