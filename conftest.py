@@ -112,57 +112,74 @@ def _database_url() -> str:
     )
 
 
+@dataclasses.dataclass
+class Served:
+    """``bin/serve`` running: its address and its main process."""
+
+    url: str
+    proc: subprocess.Popen
+
+    def workers(self) -> list[int]:
+        """The worker processes' ids: the main process's children."""
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return sorted(map(int, children.read_text().split()))
+
+
 @contextlib.contextmanager
-def gunicorn_serving(database_url: str, workers: int = 4, env: dict | None = None):
-    """A real gunicorn on a free port, serving ``database_url`` over real HTTP
-    (``env``: more of its environment)."""
+def serving(database_url: str, workers: int = 4, env: dict | None = None):
+    """``bin/serve``, the production entry point, on a free port, serving
+    ``database_url`` over real HTTP (``env``: more of its environment)."""
     port = _free_port()
     env = {
         **os.environ,
+        "VENV": sys.prefix,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": str(workers),
+        "SERVE_COLLECTSTATIC": "0",  # the API needs no static files
+        # A worker still loading the app when told to stop is killed after this.
+        "WEB_GRACEFUL_TIMEOUT": "5",
         "DATABASE_URL": database_url,
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
         **(env or {}),
     }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "oo_ml.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    proc = subprocess.Popen([ROOT / "bin" / "serve"], cwd=ROOT, env=env)
+    served = Served(f"http://127.0.0.1:{port}", proc)
     try:
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2)
-                break
-            except urllib.error.HTTPError:
-                break  # it answers, even if not healthy
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("gunicorn did not start") from None
-                time.sleep(0.2)
-        yield url
+        wait_until_serving(served, workers)
+        yield served
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
+        proc.wait(timeout=40)
+
+
+def wait_until_serving(served: Served, workers: int, timeout: float = 60) -> None:
+    """Until it answers over HTTP (any status) with all its workers up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"{served.url}/health", timeout=2)
+        except urllib.error.HTTPError:
+            pass  # it answers, even if not healthy
+        except OSError:
+            if served.proc.poll() is not None:
+                raise RuntimeError("bin/serve exited") from None
+            if time.monotonic() > deadline:
+                raise RuntimeError("bin/serve did not start") from None
+            time.sleep(0.2)
+            continue
+        if len(served.workers()) >= workers:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"bin/serve has {served.workers()}, not {workers}")
+        time.sleep(0.2)
 
 
 @pytest.fixture
-def gunicorn_url(transactional_db, registry):
-    """gunicorn serving the test database: use with transactional tests."""
-    with gunicorn_serving(_database_url()) as url:
-        yield url
+def served(transactional_db, registry):
+    """bin/serve serving the test database: use with transactional tests."""
+    with serving(_database_url()) as running:
+        yield running
 
 
 # --- real Celery workers ------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import urllib.error
 import urllib.request
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from conftest import celery_sending_to, gunicorn_serving
+from conftest import celery_sending_to, serving
 from oo_ml.env import env
 
 
@@ -57,12 +58,10 @@ def test_health_answers_503_when_the_database_is_unreachable(var_dir):
     # Nothing listens on port 1: a real server with a real dead database.
     dead_database = "postgres://postgres@127.0.0.1:1/nothing"
     with (
-        gunicorn_serving(
-            dead_database, workers=1, env={"OO_ML_VAR_DIR": str(var_dir)}
-        ) as url,
+        serving(dead_database, 1, env={"OO_ML_VAR_DIR": str(var_dir)}) as served,
         pytest.raises(urllib.error.HTTPError) as caught,
     ):
-        urllib.request.urlopen(f"{url}/health", timeout=10)
+        urllib.request.urlopen(f"{served.url}/health", timeout=10)
     assert caught.value.code == 503
     assert json.loads(caught.value.read()) == {
         "ok": False,
@@ -73,9 +72,9 @@ def test_health_answers_503_when_the_database_is_unreachable(var_dir):
 
 def test_the_api_answers_503_in_its_error_shape_when_the_database_is_down():
     dead_database = "postgres://postgres@127.0.0.1:1/nothing"
-    with gunicorn_serving(dead_database, workers=1) as url:
+    with serving(dead_database, workers=1) as served:
         request = urllib.request.Request(
-            f"{url}/score",
+            f"{served.url}/score",
             data=b'{"user_id": "u1", "candidates": [{"id": "a"}]}',
             headers={"Authorization": "Token x", "Content-Type": "application/json"},
         )
@@ -85,6 +84,21 @@ def test_the_api_answers_503_in_its_error_shape_when_the_database_is_down():
     body = json.loads(caught.value.read())
     assert body["error"] == "unavailable"
     assert "retry" in body["detail"]
+
+
+def test_bin_serve_collects_the_static_files_the_admin_needs(var_dir):
+    """whitenoise serves the admin's files from collectstatic's manifest: without
+    it the admin answers 500. bin/serve runs collectstatic before it serves."""
+    dead_database = "postgres://postgres@127.0.0.1:1/nothing"
+    env = {"OO_ML_VAR_DIR": str(var_dir), "SERVE_COLLECTSTATIC": "1"}
+    with serving(dead_database, workers=1, env=env) as served:
+        with urllib.request.urlopen(f"{served.url}/admin/login/", timeout=10) as page:
+            html = page.read().decode()
+        stylesheet = re.search(r'href="(/static/admin/css/base\.[0-9a-f]+\.css)"', html)
+        assert stylesheet, html
+        with urllib.request.urlopen(served.url + stylesheet[1], timeout=10) as css:
+            assert css.status == 200
+    assert (var_dir / "static" / "staticfiles.json").exists()
 
 
 @pytest.mark.django_db

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import os
+import signal
 import threading
+import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -93,14 +98,14 @@ def test_threads_applying_rewards_to_one_new_user_lose_nothing(registry):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_500_concurrent_rewards_over_http_to_gunicorn_all_applied(gunicorn_url):
+def test_500_concurrent_rewards_over_http_to_bin_serve_all_applied(served):
     token = service_token_create(name="recommender")
     work = _work(500)
 
     def post(w: dict) -> int:
         body = json.dumps({"user_id": "hot-user", **w}).encode()
         request = urllib.request.Request(
-            f"{gunicorn_url}/reward",
+            f"{served.url}/reward",
             data=body,
             headers={
                 "Authorization": f"Token {token}",
@@ -114,6 +119,115 @@ def test_500_concurrent_rewards_over_http_to_gunicorn_all_applied(gunicorn_url):
         statuses = list(pool.map(post, work))
 
     assert statuses == [200] * 500
+    _assert_state_is(Policy.objects.get(role="active"), "hot-user", work)
+    _assert_state_is(Policy.objects.get(name="egreedy-v2"), "hot-user", work)
+
+
+class Client:
+    """A recommender sending rewards, each with its own ``event_id``: a reward whose
+    answer did not arrive (dropped connection, 503) is sent again, as the API asks,
+    and counts once. Records every failed try."""
+
+    def __init__(self, url: str, token: str):
+        self.url, self.token = url, token
+        self.acknowledged = 0
+        self.failures: list[str] = []
+        self.lock = threading.Lock()
+
+    def reward(self, event_id: str, work: dict) -> None:
+        body = json.dumps({"user_id": "hot-user", "event_id": event_id, **work})
+        deadline = time.monotonic() + 60
+        while True:
+            request = urllib.request.Request(
+                f"{self.url}/reward",
+                data=body.encode(),
+                headers={
+                    "Authorization": f"Token {self.token}",
+                    "Content-Type": "application/json",
+                },
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    assert response.status == 200
+                with self.lock:
+                    self.acknowledged += 1
+                return
+            except urllib.error.HTTPError as error:
+                failure = str(error.code)
+                if error.code != 503:
+                    raise
+            except (OSError, http.client.HTTPException) as error:
+                failure = type(error).__name__
+            with self.lock:
+                self.failures.append(failure)
+            assert time.monotonic() < deadline, f"never acknowledged: {self.failures}"
+            time.sleep(0.05)
+
+    def send_all(self, work: list[dict], fault, after: int) -> None:
+        """Send ``work`` from 32 threads; ``fault()`` once ``after`` are answered."""
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            sent = [pool.submit(self.reward, f"evt-{i}", w) for i, w in enumerate(work)]
+            while self.acknowledged < after:
+                assert not any(f.done() and f.exception() for f in sent)
+                time.sleep(0.01)
+            fault()
+            for future in sent:
+                future.result()
+
+
+def _until(condition, timeout: float = 20):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_under_load_is_replaced_and_loses_nothing(served):
+    """SIGKILL one worker mid-load: the server starts another; the requests it held
+    fail without an answer and are sent again; every reward counts exactly once."""
+    client = Client(served.url, service_token_create(name="recommender"))
+    work = _work(300)
+    workers = served.workers()
+    victim = workers[0]
+
+    client.send_all(work, lambda: os.kill(victim, signal.SIGKILL), after=100)
+
+    _until(lambda: len(served.workers()) == len(workers))
+    assert victim not in served.workers()
+    assert served.proc.poll() is None
+    assert client.acknowledged == len(work)
+    assert all(f != "500" for f in client.failures), client.failures
+    _assert_state_is(Policy.objects.get(role="active"), "hot-user", work)
+    _assert_state_is(Policy.objects.get(name="egreedy-v2"), "hot-user", work)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_database_connections_dropped_under_load_lose_nothing(served):
+    """As on a PostgreSQL restart: every connection of the server's workers is
+    closed by the database mid-load. A request on a dropped connection answers 503
+    (never 500) and is sent again; the workers reconnect; every reward counts once."""
+    client = Client(served.url, service_token_create(name="recommender"))
+    work = _work(300)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        ours = cursor.fetchone()[0]
+
+    def drop_connections() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> %s",
+                [ours],
+            )
+            assert cursor.fetchone()[0] > 0
+
+    client.send_all(work, drop_connections, after=100)
+
+    assert client.acknowledged == len(work)
+    assert "503" in client.failures  # the fault did happen
+    assert set(client.failures) <= {"503"}, client.failures
+    assert served.proc.poll() is None
     _assert_state_is(Policy.objects.get(role="active"), "hot-user", work)
     _assert_state_is(Policy.objects.get(name="egreedy-v2"), "hot-user", work)
 

@@ -225,7 +225,7 @@ def test_make_run_serves_and_its_worker_executes_a_run(embedded_broker, tmp_path
         health = wait_for(
             lambda: http_json(f"http://127.0.0.1:{port}/health"),
             timeout=30,
-            what="gunicorn",
+            what="bin/serve",
             every=0.2,
         )
         assert health == {"ok": True, "database": True, "broker": True}
