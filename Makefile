@@ -11,7 +11,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 FUZZ_STAMP := $(VENV)/.fuzz-stamp
 
-.PHONY: install run test lint format bench fuzz
+.PHONY: install run test lint format bench fuzz screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,6 +30,11 @@ $(CHROMIUM):
 
 test: install $(CHROMIUM)
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest $(ARGS)
+
+# docs/screenshots/: the admin pages the README shows, taken by their browser test.
+screenshots: install $(CHROMIUM)
+	OO_ML_SCREENSHOTS=docs/screenshots DATABASE_URL=$(TEST_DATABASE_URL) \
+		$(PY) -m pytest oo_ml/tests/test_admin_pages_browser.py -q -k sideways
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,5 +1,5 @@
 """Time what must not grow with the logs: the control room, the export, and
-retention (docs/performance.md, "Logs at scale").
+retention (docs/logs.md; docs/performance.md, "Logs at scale").
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/oo_ml_logs \\
         .venv/bin/python bench/logs_at_scale.py control-room export

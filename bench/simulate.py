@@ -5,7 +5,7 @@ Times what ``python manage.py runsim`` does: create the run, simulate every chun
 and COPY its events in (``simulations.services``), then compute the summary from
 the stored events; for 2,000 users x 100 rounds x 2 policies by default. Prints
 each run, the median of three, where the time went (engine, storage, summary)
-and the ratio to driving the API over HTTP (about 250 decisions/s, SPEC section 9).
+and the ratio to driving the API over HTTP (about 250 decisions/s, docs/performance.md).
 
     .venv/bin/python bench/simulate.py
     .venv/bin/python bench/simulate.py --users 10000 --runs 3

@@ -1,4 +1,4 @@
-"""The logs' upkeep: day partitions made ahead, and retention (SPEC §10).
+"""The logs' upkeep: day partitions made ahead, and retention (docs/logs.md).
 
 Decisions, rewards and events are the logs. Per-user bandit state, policies,
 their history, roll-ups and simulation runs are other tables: retention never

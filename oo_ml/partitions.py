@@ -1,4 +1,4 @@
-"""Daily range partitions of the append-only logs on PostgreSQL (SPEC §10).
+"""Daily range partitions of the append-only logs on PostgreSQL (docs/logs.md).
 
 Each log is one partitioned table, with one partition per UTC day and a DEFAULT
 partition that catches any row no day partition covers (a row dated before the

@@ -146,6 +146,8 @@ AUTH_PASSWORD_VALIDATORS = [
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
+# The admin's dates and times: 24-hour, with seconds (oo_ml/formats/en).
+FORMAT_MODULE_PATH = ["oo_ml.formats"]
 USE_I18N = True
 USE_TZ = True
 
@@ -176,7 +178,7 @@ SECURE_HSTS_PRELOAD = env("DJANGO_SECURE_HSTS_PRELOAD", False)
 SESSION_COOKIE_SECURE = env("DJANGO_SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = env("DJANGO_CSRF_COOKIE_SECURE", False)
 
-# Request bodies over this answer 413 before any view runs (SPEC section 5).
+# Request bodies over this answer 413 before any view runs (docs/api.md).
 MAX_BODY_BYTES = env("OO_ML_MAX_BODY_BYTES", 64 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_BODY_BYTES
 MAX_CANDIDATES = env("OO_ML_MAX_CANDIDATES", 100)
@@ -199,7 +201,7 @@ AXES_CLIENT_IP_CALLABLE = "oo_ml.auth.client_ip"
 HISTORY_LIMIT = 100
 # A stored profile not recounted from the events for this long is recounted when
 # read: events add to its counts as they arrive, the recount takes out those that
-# left the 30-day window.
+# left the 30-day window (docs/features.md).
 PROFILE_TTL_SECONDS = env("OO_ML_PROFILE_TTL_SECONDS", 900)
 # Rewards: the range /reward accepts, and what a second reward for one decision
 # does: "first" refuses it (409 already_rewarded), "sum" applies every one.
@@ -241,6 +243,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "oo_ml.schema.tag_staff_routes",
+    ],
 }
 
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", "filesystem://")

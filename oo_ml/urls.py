@@ -4,16 +4,22 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from oo_ml.apis import HealthApi
 from oo_ml.converters import IdConverter
+from oo_ml.views import favicon, home
 from policies.admin import control_room
 from simulations.admin import simulations_home
 
 # <id:…> in the apps' routes: before their urls are included below.
 register_converter(IdConverter, "id")
 
+admin.site.site_header = "oo_ml administration"
+admin.site.site_title = "oo_ml admin"
+
 handler404 = "oo_ml.errors.page_not_found"
 handler500 = "oo_ml.errors.server_error"
 
 urlpatterns = [
+    path("", home, name="home"),
+    path("favicon.ico", favicon, name="favicon"),
     # The policies app's admin index is its control room (before the admin's own).
     path(
         "admin/policies/",

@@ -19,6 +19,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from oo_ml import formatting
 from oo_ml.errors import DomainError
 from oo_ml.permissions import POLICY_CHANGE, POLICY_VIEW, USER_RESET, staff_may
 from policies import bandits, gate, selectors, services, stats
@@ -33,10 +34,12 @@ from policies.models import (
 
 HISTORY_SHOWN = 20
 DECISIONS_SHOWN = 10
+LOG_ROWS_PER_PAGE = 50
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
     show_full_result_count = False  # logs grow large; skip the second COUNT(*)
+    list_per_page = LOG_ROWS_PER_PAGE
 
     def has_add_permission(self, request):
         return False
@@ -94,6 +97,7 @@ def _why(decisions) -> str:
         rows = [
             {
                 "id": candidate["id"],
+                "content": candidate.get("content"),
                 "features": candidate["features"],
                 "estimate": estimate,
                 "bonus": bonus,
@@ -364,6 +368,18 @@ class BanditStateAdmin(ReadOnlyAdmin):
     )
     readonly_fields = fields
 
+    def changelist_view(self, request, extra_context=None):
+        """Searching a user id lists every policy: those under which the user
+        has no state yet as well, below the states found."""
+        user_id = request.GET.get("q", "").strip()
+        if user_id:
+            extra_context = {
+                **(extra_context or {}),
+                "searched_user": user_id,
+                "missing": selectors.policies_without_state(user_id=user_id),
+            }
+        return super().changelist_view(request, extra_context)
+
     def get_urls(self):
         reset = self.admin_site.admin_view(require_POST(self.reset_view))
         return [
@@ -425,16 +441,41 @@ class BanditStateAdmin(ReadOnlyAdmin):
         return _why(decisions)
 
 
+@admin.display(description="Policy", ordering="policy__name")
+def policy_name(obj) -> str:
+    """The policy's name alone: its role now is not the row's role then."""
+    return obj.policy.name
+
+
+def short_link(url: str, value) -> str:
+    """An id as its last characters, linking to its page; the whole on hover."""
+    return format_html(
+        '<a href="{}" title="{}"><code class="oo-id">{}</code></a>',
+        url,
+        value,
+        formatting.short_id(value),
+    )
+
+
+def short_code(value) -> str:
+    """An id as its last characters, the whole on hover; "—" for none."""
+    if not value:
+        return "—"
+    return format_html(
+        '<code class="oo-id" title="{}">{}</code>', value, formatting.short_id(value)
+    )
+
+
 @admin.register(Decision)
 class DecisionAdmin(ReadOnlyAdmin):
     list_display = (
         "created_at",
         "user_id",
-        "policy",
+        policy_name,
         "role",
         "tip_id",
-        "score",
-        "propensity",
+        "score_shown",
+        "propensity_shown",
         "exploring",
     )
     list_filter = ("policy", "role", "exploring")
@@ -450,12 +491,20 @@ class DecisionAdmin(ReadOnlyAdmin):
         "user_id",
         "request_id",
         "tip_id",
-        "score",
-        "propensity",
+        "score_shown",
+        "propensity_shown",
         "exploring",
         "why",
     )
     readonly_fields = fields
+
+    @admin.display(description="Score", ordering="score")
+    def score_shown(self, decision: Decision) -> str:
+        return formatting.significant(decision.score)
+
+    @admin.display(description="Propensity", ordering="propensity")
+    def propensity_shown(self, decision: Decision) -> str:
+        return formatting.significant(decision.propensity)
 
     @admin.display(description="Why this pick")
     def why(self, decision: Decision) -> str:
@@ -464,10 +513,22 @@ class DecisionAdmin(ReadOnlyAdmin):
 
 @admin.register(Reward)
 class RewardAdmin(ReadOnlyAdmin):
-    list_display = ("created_at", "user_id", "policy", "tip_id", "reward", "event_id")
+    list_display = (
+        "created_at",
+        "user_id",
+        policy_name,
+        "tip_id",
+        "reward",
+        "learned",
+        "short_event_id",
+    )
     list_filter = ("policy",)
     list_select_related = ("policy",)
     search_fields = ("=user_id", "=tip_id", "=event_id")
     ordering = ("-created_at",)
     date_hierarchy = "created_at"
     raw_id_fields = ("decision",)
+
+    @admin.display(description="Event id", ordering="event_id")
+    def short_event_id(self, reward: Reward) -> str:
+        return short_code(reward.event_id)

@@ -179,7 +179,7 @@ class ResetApi(JsonApi):
 
 
 class AdminPoliciesApi(JsonApi):
-    """Every policy, for staff (SPEC §7's control room over REST)."""
+    """Every policy, for staff (the control room over REST)."""
 
     permission_classes = [StaffMay]
     actions_by_method = {"GET": POLICY_VIEW}
@@ -235,7 +235,7 @@ class AdminPolicyLearningApi(JsonApi):
 
 
 class AdminPolicyPromoteApi(JsonApi):
-    """Make a shadow the active policy, behind the simulation gate (SPEC §7).
+    """Make a shadow the active policy, behind the simulation gate (docs/promotion.md).
 
     409 with the reason when no finished simulation ran it beside the active
     policy, or when it did worse there.

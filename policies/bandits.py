@@ -71,7 +71,7 @@ def _profile_values(profile: Mapping[str, float | None]) -> tuple[float, ...]:
 
 
 def _profile_into(x: np.ndarray, profile: Sequence, hour) -> None:
-    """Features 7-11 (SPEC section 3) into ``x[..., 7:12]``; NaN marks a null,
+    """Features 7-11 (docs/features.md) into ``x[..., 7:12]``; NaN marks a null,
     which takes its neutral value. ``profile`` holds five scalars or arrays and
     ``hour`` one, each broadcasting to ``x.shape[:-1]``."""
     values = np.array(profile, dtype=float)
@@ -92,7 +92,7 @@ def _profile_into(x: np.ndarray, profile: Sequence, hour) -> None:
 def _encode_into(
     x: np.ndarray, *, hour, day_of_week, overdue, age, priority, profile
 ) -> None:
-    """Fill ``x`` (shape (..., D)) by SPEC section 3: the one copy of the formulas,
+    """Fill ``x`` (shape (..., D)) by docs/features.md: the one copy of the formulas,
     shared by ``encode`` and ``encode_batch``. Every input broadcasts to
     ``x.shape[:-1]``; ``profile`` is five values with NaN for a null."""
     dimension = x.shape[-1]
@@ -123,9 +123,9 @@ def encode(
     profile: Mapping[str, float | None],
     dimension: int,
 ) -> np.ndarray:
-    """Encode candidates into an (N, dimension) matrix, exactly as SPEC section 3.
+    """Encode candidates into an (N, dimension) matrix, as docs/features.md says.
 
-    ``features`` are the candidates' feature dicts (missing keys take the SPEC
+    ``features`` are the candidates' feature dicts (missing keys take the documented
     defaults); ``hours[i]`` is the hour used for candidate i (the context hour at
     /score, the candidate's own hour when a reward is rebuilt from its body).
     """
@@ -268,7 +268,7 @@ def first_max(values: np.ndarray) -> int:
     """Index of the first maximum, counting values within rounding of it as tied.
 
     Candidates that tie exactly in real arithmetic can differ in the last bit
-    after a solve; the first in request order must still win (SPEC section 4).
+    after a solve; the first in request order must still win (docs/algorithms.md).
     """
     return int(_first_max(values))
 
@@ -452,7 +452,7 @@ def choose_batch(
 #
 # A shared model, fit on every user's rewards, says what a user like this one (by
 # profile and hour) gets from a candidate; each user's own ridge estimate is
-# centred on it. In the policy's D=12 encoding x (SPEC section 3), the shared
+# centred on it. In the policy's D=12 encoding x (docs/features.md), the shared
 # model is linear in the interactions of x with the user's side u = (1, hour_sin,
 # hour_cos, the five profile features): estimate_shared(x) = x^T W u, so for a
 # user it is the prior mean theta_0 = W u. The user's posterior mean, with

@@ -169,7 +169,7 @@ class Decision(CreatedModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.policy_id} picked {self.tip_id} for {self.user_id}"
+        return f"{self.policy.name} picked {self.tip_id} for {self.user_id}"
 
     def candidate_index(self, tip_id: str) -> int | None:
         for index, candidate in enumerate(self.candidates):
@@ -233,9 +233,8 @@ class Reward(CreatedModel):
 
     def __str__(self) -> str:
         how = "learned by" if self.learned else "to"
-        return (
-            f"{self.reward:+g} {how} {self.policy_id} for {self.user_id}/{self.tip_id}"
-        )
+        where = f"{self.user_id}/{self.tip_id}"
+        return f"{self.reward:+g} {how} {self.policy.name} for {where}"
 
 
 class SharedModel(CreatedModel):
@@ -317,7 +316,7 @@ class PolicyChange(CreatedModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.get_action_display()}: {self.policy_id} by {self.actor_name}"
+        return f"{self.get_action_display()}: {self.policy.name} by {self.actor_name}"
 
     @property
     def summary(self) -> str:
@@ -372,7 +371,7 @@ class ActivityHour(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.policy_id} at {self.hour:%Y-%m-%d %H}:00 ({self.shard})"
+        return f"{self.policy.name} at {self.hour:%Y-%m-%d %H}:00 ({self.shard})"
 
 
 class ShadowValue(models.Model):
@@ -402,7 +401,7 @@ class ShadowValue(models.Model):
     enough = models.BooleanField(default=False)
 
     def __str__(self) -> str:
-        return f"value of {self.policy_id} at {self.computed_at:%Y-%m-%d %H:%M}"
+        return f"value of {self.policy.name} at {self.computed_at:%Y-%m-%d %H:%M}"
 
     @property
     def evidence(self) -> stats.OffPolicyEvidence | None:

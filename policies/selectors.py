@@ -375,7 +375,7 @@ def shadow_values(
     *, since: datetime, shadows: Sequence[Policy]
 ) -> dict[int, stats.OffPolicyEvidence]:
     """Each shadow's value on the active policy's rewarded decisions since
-    ``since`` (SPEC §7): self-normalised IPS and doubly robust, each with a
+    ``since`` (docs/evidence.md): self-normalised IPS and doubly robust, each with a
     bootstrap 95% interval, and the effective sample size.
 
     A shadow's probability of each candidate comes from the estimates (and
@@ -632,3 +632,12 @@ def _reward_vectors_orm(
             rewards=np.array(rewards, dtype=float),
             last_id=ids[-1],
         )
+
+
+def policies_without_state(*, user_id: str) -> list[Policy]:
+    """The policies under which ``user_id`` has learned nothing yet, in the
+    control room's order."""
+    having = set(
+        BanditState.objects.filter(user_id=user_id).values_list("policy_id", flat=True)
+    )
+    return [p for p in policy_list() if p.id not in having]

@@ -14,9 +14,9 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.timesince import timesince
 
-from policies.admin import ReadOnlyAdmin
+from oo_ml import formatting
+from policies.admin import ReadOnlyAdmin, short_code, short_link
 from profiles import features, selectors
 from profiles.models import Event, Profile
 
@@ -75,8 +75,8 @@ class ProfileAdmin(ReadOnlyAdmin):
         # Events add to the counts as they arrive; a recount takes out those
         # that left the window, and is due once the profile is stale.
         return (
-            f"recounted {timesince(profile.computed_at, timezone.now())} ago, "
-            f"{state}, counting every event since"
+            f"recounted {formatting.ago(profile.computed_at)}, {state}, "
+            "counting every event since"
         )
 
     @admin.display(description=f"Events by kind, last {features.WINDOW_DAYS} days")
@@ -131,13 +131,32 @@ class EventAdmin(ReadOnlyAdmin):
         "user_id",
         "tip_id",
         "kind",
-        "dwell_ms",
-        "hour_of_day",
-        "decision_id",
-        "event_id",
+        "dwell",
+        "hour",
+        "decision_link",
+        "short_event_id",
     )
     list_filter = ("kind", HasDecisionFilter)
     date_hierarchy = "occurred_at"
     search_fields = ("=user_id", "=tip_id", "=event_id")
     ordering = ("-occurred_at",)
     raw_id_fields = ("decision",)
+
+    @admin.display(description="Dwell", ordering="dwell_ms")
+    def dwell(self, event: Event) -> str:
+        return "—" if event.dwell_ms is None else f"{event.dwell_ms / 1000:,.1f} s"
+
+    @admin.display(description="Hour", ordering="hour_of_day")
+    def hour(self, event: Event) -> int:
+        return event.hour_of_day
+
+    @admin.display(description="Decision")
+    def decision_link(self, event: Event) -> str:
+        if event.decision_id is None:
+            return "—"
+        url = reverse("admin:policies_decision_change", args=[event.decision_id])
+        return short_link(url, event.decision_id)
+
+    @admin.display(description="Event id", ordering="event_id")
+    def short_event_id(self, event: Event) -> str:
+        return short_code(event.event_id)

@@ -1,4 +1,4 @@
-"""The five user-profile features (SPEC section 6): their registry and their maths.
+"""The five user-profile features (docs/features.md): their registry and their maths.
 
 Pure: no Django. ``FEATURES`` is the one list of them, read by the models' admin
 page, the API's validation and documentation, and the computation below. The
@@ -103,7 +103,7 @@ def _rate(count: int, served: int) -> float | None:
 
 
 def compute(counts: EventCounts) -> dict[str, float | int | None]:
-    """The five features from one user's counts, as SPEC section 6 defines them."""
+    """The five features from one user's counts, as docs/features.md defines them."""
     served = counts.served
     return {
         "completion_rate_30d": _rate(counts.done, served),

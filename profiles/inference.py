@@ -1,4 +1,4 @@
-"""Reward inference: what a user's reaction to a tip is worth (SPEC section 6).
+"""Reward inference: what a user's reaction to a tip is worth (docs/rewards.md).
 
 Pure: no Django. The API, the admin and the simulator all read this one table.
 """

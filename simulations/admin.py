@@ -112,20 +112,40 @@ def _initial(query: QueryDict) -> dict:
     return {"policies": [p.name for p in policy_list() if p.role != Role.RETIRED]}
 
 
+def _form_error(form: RunStartForm, error: DomainError) -> None:
+    """A service's complaint on the field it names, in the form's words."""
+    field = error.field if error.field in form.fields else None
+    detail = error.detail
+    if field and detail.startswith(f"{field} "):  # the label, not the API's name
+        detail = f"{form.fields[field].label}{detail[len(field) :]}"
+    form.add_error(field, detail)
+
+
 def _start(request: HttpRequest, form: RunStartForm) -> Run | None:
-    """The API's start (``run_launch``). The service's complaints go back on
-    the field they name."""
+    """The API's start (``run_launch``), once every parameter passes the
+    service's checks; else every problem goes back on the field it names,
+    beside those of the fields the form could not read."""
     arguments = {k: v for k, v in form.cleaned_data.items() if v is not None}
-    try:
-        run, _ = services.run_launch(**arguments, actor=request.user)
-        return run
-    except DomainError as error:
-        field = error.field if error.field in form.fields else None
-        detail = error.detail
-        if field and detail.startswith(f"{field} "):  # the label, not the API's name
-            detail = f"{form.fields[field].label}{detail[len(field) :]}"
-        form.add_error(field, detail)
-        return None
+    _, problems = services.run_parameters(arguments)
+    if not problems and form.is_valid():
+        try:
+            run, _ = services.run_launch(**arguments, actor=request.user)
+            return run
+        except DomainError as error:
+            problems = [error]
+    for problem in problems:
+        _form_error(form, problem)
+    return None
+
+
+def _typed(form: RunStartForm) -> str:
+    """The form's values as the query that fills it again (``_initial``)."""
+    query = QueryDict(mutable=True)
+    query.setlist("policies", form.cleaned_data["policies"])
+    for name, value in form.cleaned_data.items():
+        if name != "policies" and value is not None:
+            query[name] = str(value)
+    return query.urlencode()
 
 
 def simulations_home(request: HttpRequest) -> TemplateResponse | HttpResponseRedirect:
@@ -137,7 +157,8 @@ def simulations_home(request: HttpRequest) -> TemplateResponse | HttpResponseRed
         if not can_start:
             raise PermissionDenied
         form = RunStartForm(request.POST)
-        run = _start(request, form) if form.is_valid() else None
+        form.is_valid()  # reads what it can; _start checks the rest
+        run = _start(request, form)
         if run is not None:
             messages.success(
                 request,
@@ -149,7 +170,8 @@ def simulations_home(request: HttpRequest) -> TemplateResponse | HttpResponseRed
                     "" if run.chunks_total == 1 else "s",
                 ),
             )
-            return HttpResponseRedirect(reverse("simulations-home"))
+            # Back to the form as it was typed, for the next run.
+            return HttpResponseRedirect(f"{reverse('simulations-home')}?{_typed(form)}")
     else:
         form = RunStartForm(initial=_initial(request.GET))
     page = Paginator(selectors.run_list(), RUNS_PER_PAGE).get_page(request.GET.get("p"))

@@ -155,7 +155,7 @@ def simulate(
     expected_of = getattr(judge, "expected_reward", None)
     for r in range(n_rounds):
         # One encoding per round at the largest dimension: a smaller feature set
-        # is a prefix of it (SPEC section 3).
+        # is a prefix of it (docs/features.md).
         x_full = bandits.encode_batch(
             hours=world.hour[r],
             day_of_week=world.day_of_week[r],

@@ -43,9 +43,12 @@ class RunStartForm(forms.Form):
     )
     chunk_users = forms.IntegerField(
         label="Users per chunk",
-        initial=services.DEFAULT_CHUNK_USERS,
-        widget=_number(min=1),
-        help_text="Each chunk is one task for a worker.",
+        required=False,
+        widget=_number(min=1, placeholder="chosen"),
+        help_text="Each chunk is one task for a worker. Left empty, chosen from the "
+        "run's size so that the progress moves every second or two. A hybrid "
+        "policy's shared model learns from its chunk's users, so its results "
+        "depend on this size too.",
     )
 
     def __init__(self, *args, **kwargs):

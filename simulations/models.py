@@ -21,7 +21,7 @@ class ChunkStatus(models.TextChoices):
 
 
 class Run(TimeStampedModel):
-    """One simulation: policies x users x rounds with a seed (SPEC section 8).
+    """One simulation: policies x users x rounds with a seed (docs/simulations.md).
 
     Split into chunks of users (``RunChunk``), each executed on its own and
     recorded when done; the summary is computed from the stored events once every
@@ -180,7 +180,7 @@ class RunEvent(models.Model):
     dwell_ms = models.PositiveIntegerField(null=True, blank=True)
     reward = models.FloatField()
     explored = models.BooleanField()
-    # With a judge that knows expected rewards (SPEC section 8), else empty: the
+    # With a judge that knows expected rewards (the rule judge does), else empty: the
     # pick's expected reward and the best candidate's (the oracle's), in whole
     # millionths of a reward: exact to sum, and an integer is half the cost of a
     # float to write.

@@ -1,4 +1,4 @@
-"""The five synthetic users of SPEC section 8. Pure: no Django.
+"""The five synthetic users of the simulations (docs/simulations.md). Pure: no Django.
 
 Each persona has the five profile features a real user would have (what a D=12
 policy reads) and the preferences the rule judge reacts with. The preferences
@@ -128,7 +128,7 @@ WEIGHTS = ("base", "overdue", "priority", "low_priority", "age", "morning", "eve
 
 
 def persona_of(users: np.ndarray) -> np.ndarray:
-    """Personas are assigned round-robin (SPEC section 8): user u is u mod 5."""
+    """Personas are assigned round-robin: user u is u mod 5."""
     return np.asarray(users) % len(PERSONAS)
 
 

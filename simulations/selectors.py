@@ -38,8 +38,8 @@ DIGITS = 6  # summary figures are rounded
 # Rewards are summed exactly, in whole millionths: a float sum depends on the
 # order the rows are read in, which follows the order the chunks were written in
 # (a chunk redone after its worker was killed comes last), and the same seed
-# must give the same summary to the last digit. The reward table's values (SPEC
-# section 6) have one decimal, so millionths hold them exactly; and the summary
+# must give the same summary to the last digit. The reward table's values
+# (docs/rewards.md) have one decimal, so millionths hold them exactly; and the summary
 # takes no longer than with a float sum (numeric took twice as long).
 REWARD_UNIT = 1_000_000
 
@@ -79,8 +79,9 @@ def policy_spec(policy: Policy) -> dict:
 
 
 def promotion_evidence(*, shadow: Policy, active: Policy) -> Evidence | None:
-    """The latest finished run that ran ``shadow`` beside ``active`` (SPEC §7),
-    with the paired per-user difference shadow - active and its 95% interval.
+    """The latest finished run that ran ``shadow`` beside ``active``
+    (docs/promotion.md), with the paired per-user difference shadow - active
+    and its 95% interval.
 
     Only a run of both policies as they are now counts: one made before either's
     parameters changed says nothing about them. The latest such run is the
@@ -190,7 +191,7 @@ def _difference(interval: stats.Interval) -> dict:
 
 
 def run_summary_compute(*, run: Run) -> dict:
-    """The results of SPEC section 8 from the run's events, in four grouped
+    """The results of docs/simulations.md from the run's events, in four grouped
     queries whatever the run's size: per policy (total, mean reward with its
     95% t interval over users, the paired difference from the first policy
     with its interval, pulls, explorations, and with a judge that knows them

@@ -37,7 +37,10 @@ RUN_INPUT_SCHEMA = inline_serializer(
             min_value=1, required=False, help_text="Candidates per round (5)."
         ),
         "chunk_users": serializers.IntegerField(
-            min_value=1, required=False, help_text="Users per chunk (2,000)."
+            min_value=1,
+            required=False,
+            help_text="Users per chunk; left out, chosen from the run's size so that "
+            "a chunk takes a second or two (at most 2,000).",
         ),
     },
 )
@@ -52,6 +55,9 @@ def run_input(data) -> dict:
             raise InvalidInput("This field is required.", field=name, code="required")
     if not isinstance(data["judge"], str):
         raise InvalidInput("judge must be a judge's name.", field="judge")
+    for name in OPTIONAL:  # left out, it has a default; null is not one
+        if name in data and data[name] is None:
+            raise InvalidInput(f"{name} must be a whole number.", field=name)
     return {name: data[name] for name in REQUIRED + OPTIONAL if name in data}
 
 

@@ -17,7 +17,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +30,7 @@ from django.utils import timezone
 from oo_ml.errors import Conflict, InvalidInput, Unavailable
 from oo_ml.idempotency import fingerprint
 from oo_ml.llm import LlmUnavailable, llm_client, llm_config, llm_off_reason
+from policies import bandits
 from policies.models import Policy
 from profiles import inference
 from simulations import engine, llm_judge, tasks
@@ -57,7 +58,10 @@ MAX_POLICIES = 10
 MAX_USERS = 1_000_000
 MAX_ROUNDS = 10_000
 MAX_SEED = 2**63 - 1
-DEFAULT_CHUNK_USERS = 2_000
+DEFAULT_CHUNK_USERS = 2_000  # the most users a chunk gets when the run does not say
+# A chosen chunk scores about this many candidates (users x rounds x candidates x
+# policies): one to two seconds of one worker (docs/simulations.md).
+CHUNK_WORK = 150_000
 MAX_CHUNK_USERS = 50_000
 # A chunk's world is about 10 floats per (user, round, candidate): bound its memory.
 MAX_CHUNK_CELLS = 20_000_000
@@ -65,6 +69,7 @@ BULK_BATCH = 5_000  # rows per INSERT where there is no COPY
 IDEMPOTENCY_KEY_MAX = 200
 LLM_JUDGE = llm_judge.LlmJudge.name
 LLM_JUDGE_MAX_TOKENS = 200  # a reaction is a short JSON object
+CHUNK_INPUTS = {"policies", "n_users", "n_rounds", "n_candidates"}
 
 
 # --- creating a run -----------------------------------------------------------
@@ -153,37 +158,41 @@ def _judge_model(judge) -> str:
     return config.model
 
 
-@transaction.atomic
-def run_create(
-    *,
-    policies: Sequence[str],
-    judge: str,
-    n_users: int,
-    n_rounds: int,
-    seed: int,
-    actor: AbstractBaseUser | None,
-    actor_name: str | None = None,
-    n_candidates: int = 5,
-    chunk_users: int = DEFAULT_CHUNK_USERS,
-    idempotency_key: str = "",
-    idempotency_fingerprint: str = "",
-) -> Run:
-    """Validate and record a run and its chunks, queued. Nothing runs yet.
+def chunk_users_for(
+    *, n_users: int, n_rounds: int, n_candidates: int, n_policies: int
+) -> int:
+    """Users per chunk when the run does not say: a chunk of about
+    ``CHUNK_WORK`` candidate scorings, a second or two of one worker, so that a
+    run's progress moves every couple of seconds; never more than
+    ``DEFAULT_CHUNK_USERS``, nor so few that the run needs more chunks than a
+    run may have.
 
-    Every value is checked before any query. The policies' algorithm, dimension
-    and parameters are copied into the run, so it replays what the registry
-    said when it was created. ``actor_name`` names who started it when there
-    is no account (a command line). ``idempotency_key`` is stored with the run
-    (unique per account) with the digest of the request that made it.
+    The size is a function of the run's parameters alone, so the same
+    parameters give the same chunks and the same results: a hybrid policy's
+    shared model learns from the users of its chunk (simulations.engine), so
+    its results depend on the chunk size as on the seed.
     """
-    policies = _policy_names(policies)
-    judge_model = _judge_model(judge)
-    n_users = _positive_int("n_users", n_users, maximum=MAX_USERS)
-    n_rounds = _positive_int("n_rounds", n_rounds, maximum=MAX_ROUNDS)
-    n_candidates = _positive_int(
-        "n_candidates", n_candidates, maximum=settings.MAX_CANDIDATES
-    )
-    seed = _positive_int("seed", seed, minimum=0, maximum=MAX_SEED)
+    per_user = n_rounds * n_candidates * n_policies
+    by_work = max(1, CHUNK_WORK // per_user)
+    fewest = math.ceil(n_users / settings.SIMULATION_MAX_CHUNKS)
+    return min(max(min(by_work, DEFAULT_CHUNK_USERS), fewest), n_users)
+
+
+def _judge(judge) -> str:
+    _judge_model(judge)  # a judge that exists, and the llm judge only when on
+    return judge
+
+
+def _chunk_size(values: dict, chunk_users: int | None) -> int:
+    n_users, n_rounds = values["n_users"], values["n_rounds"]
+    n_candidates = values["n_candidates"]
+    if chunk_users is None:  # chosen, then held to the same limits
+        chunk_users = chunk_users_for(
+            n_users=n_users,
+            n_rounds=n_rounds,
+            n_candidates=n_candidates,
+            n_policies=len(values["policies"]),
+        )
     chunk_users = _positive_int("chunk_users", chunk_users, maximum=MAX_CHUNK_USERS)
     chunk_users = min(chunk_users, n_users)
     if chunk_users * n_rounds * n_candidates > MAX_CHUNK_CELLS:
@@ -202,7 +211,91 @@ def run_create(
             f"{math.ceil(n_users / max_chunks):,} users per chunk.",
             field="chunk_users",
         )
+    return chunk_users
+
+
+def run_parameters(arguments: Mapping) -> tuple[dict, list[InvalidInput]]:
+    """A run's parameters (``run_create``'s names) checked each on its own,
+    before any query: the values that passed, and every problem found (the
+    API answers the first, the admin's form shows them all). A parameter left
+    out is not checked; the chunk size is checked, or chosen when it is left
+    out, once the sizes it depends on are good."""
+    checks = {
+        "policies": _policy_names,
+        "judge": _judge,
+        "n_users": lambda v: _positive_int("n_users", v, maximum=MAX_USERS),
+        "n_rounds": lambda v: _positive_int("n_rounds", v, maximum=MAX_ROUNDS),
+        "n_candidates": lambda v: _positive_int(
+            "n_candidates", v, maximum=settings.MAX_CANDIDATES
+        ),
+        "seed": lambda v: _positive_int("seed", v, minimum=0, maximum=MAX_SEED),
+    }
+    values: dict = {}
+    problems: list[InvalidInput] = []
+    for name, check in checks.items():
+        if name not in arguments:
+            continue
+        try:
+            values[name] = check(arguments[name])
+        except InvalidInput as problem:
+            problems.append(problem)
+    if values.keys() >= CHUNK_INPUTS:
+        try:
+            values["chunk_users"] = _chunk_size(values, arguments.get("chunk_users"))
+        except InvalidInput as problem:
+            problems.append(problem)
+    return values, problems
+
+
+@transaction.atomic
+def run_create(
+    *,
+    policies: Sequence[str],
+    judge: str,
+    n_users: int,
+    n_rounds: int,
+    seed: int,
+    actor: AbstractBaseUser | None,
+    actor_name: str | None = None,
+    n_candidates: int = 5,
+    chunk_users: int | None = None,
+    idempotency_key: str = "",
+    idempotency_fingerprint: str = "",
+) -> Run:
+    """Validate and record a run and its chunks, queued. Nothing runs yet.
+
+    Every value is checked before any query (``run_parameters``; the first
+    problem is raised). Without ``chunk_users`` the chunk size is chosen from
+    the run's size (``chunk_users_for``), except for a run with a hybrid policy,
+    which keeps chunks of ``DEFAULT_CHUNK_USERS``. The policies' algorithm, dimension
+    and parameters are copied into the run, so it replays what the registry
+    said when it was created. ``actor_name`` names who started it when there
+    is no account (a command line). ``idempotency_key`` is stored with the run
+    (unique per account) with the digest of the request that made it.
+    """
+    values, problems = run_parameters(
+        {
+            "policies": policies,
+            "judge": judge,
+            "n_users": n_users,
+            "n_rounds": n_rounds,
+            "seed": seed,
+            "n_candidates": n_candidates,
+            "chunk_users": chunk_users,
+        }
+    )
+    if problems:
+        raise problems[0]
+    policies, n_users = values["policies"], values["n_users"]
+    judge_model = _judge_model(judge)
     specs = _policy_specs(policies)
+    if chunk_users is None and any(s["algorithm"] == bandits.HYBRID for s in specs):
+        # A hybrid policy's shared model learns from its chunk's users: small
+        # chunks teach it less. Its runs keep the largest default chunk, so
+        # their results are those documented (docs/simulations.md).
+        values["chunk_users"] = _chunk_size(values, DEFAULT_CHUNK_USERS)
+    chunk_users = values["chunk_users"]
+    chunks = math.ceil(n_users / chunk_users)
     if actor is not None and actor.pk:
         name = actor.get_username()
     else:

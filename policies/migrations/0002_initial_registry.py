@@ -1,4 +1,4 @@
-"""The initial policy registry of SPEC section 4 (see policies.registry)."""
+"""The initial policy registry (docs/algorithms.md; see policies.registry)."""
 
 from django.db import migrations
 

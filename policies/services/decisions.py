@@ -71,7 +71,7 @@ def _stored_or_nothing(
     stored_profile: Callable[[str], Mapping[str, Any]], user_id: str
 ) -> Mapping[str, Any]:
     """The stored profile, or nothing if reading it fails: the features then
-    take their neutral values, and the answer still comes back (SPEC §7)."""
+    take their neutral values, and the answer still comes back (docs/promotion.md)."""
     try:
         return stored_profile(user_id)
     except Exception:

@@ -19,7 +19,8 @@ from policies.services.history import policy_change_record
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """A finished simulation that ran a shadow beside the active policy (SPEC §7):
+    """A finished simulation that ran a shadow beside the active policy
+    (docs/promotion.md):
     the paired per-user difference of mean reward, shadow - active, over
     ``users`` users, with its 95% interval [low, high] (None without one)."""
 
@@ -80,7 +81,7 @@ def policy_promote(
     actor: AbstractBaseUser | None,
     evidence_for: Callable[..., Evidence | None],
 ) -> Policy:
-    """Make shadow ``name`` the active policy, if the evidence allows (SPEC §7).
+    """Make shadow ``name`` active, if the evidence allows (docs/promotion.md).
 
     ``evidence_for(shadow=, active=)`` finds the evidence (callers pass
     ``policies.gate.promotion_evidence``, which the simulations app serves): a

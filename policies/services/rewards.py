@@ -267,7 +267,7 @@ def _replay_locked(
 
 
 def _already_rewarded(decision: Decision, cursor: CursorWrapper) -> None:
-    """Conflict if the decision has had its reward (SPEC §5: one per decision).
+    """Conflict if the decision has had its reward (one per decision: docs/rewards.md).
 
     Asked under the user's state locks: a concurrent reward for the same
     decision has committed by then, or is still waiting behind us.
@@ -305,7 +305,7 @@ def _vector(
     day_of_week: int,
     profile: Mapping[str, Any],
 ) -> np.ndarray:
-    """``policy``'s encoding of the rewarded candidate (SPEC §3).
+    """``policy``'s encoding of the rewarded candidate (docs/features.md).
 
     The deciding policy's is the vector it logged. Any other policy encodes the
     candidate in the context and profile the decision logged; without a
@@ -346,7 +346,7 @@ def reward_apply(
     With ``decision_id`` the decision's policy learns, on the vector it logged;
     otherwise the policy named (default: the active one) learns, on a vector
     rebuilt from ``features``. Unless a policy is named, every other policy that
-    learns from live rewards learns too, each on its own encoding (SPEC §7), and
+    learns from live rewards learns too, each on its own encoding (docs/rewards.md), and
     each update is a row of the reward log. With the "first" aggregation (the
     default) a decision takes one reward: a later one is a Conflict. A repeated
     ``event_id`` changes nothing.

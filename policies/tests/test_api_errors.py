@@ -1,4 +1,4 @@
-"""The unhappy paths of SPEC section 5: every bad input answers one error shape.
+"""The API's unhappy paths (docs/api.md): every bad input answers one error shape.
 
 Bad input answers 400 ``{"error", "detail", "field"}`` with ``field`` naming the
 offending value, and writes nothing: the decision log, the reward log and every

@@ -1,4 +1,5 @@
-"""The numeric core against hand-worked values (SPEC sections 3 and 4). No database.
+"""The numeric core against hand-worked values (docs/features.md and
+docs/algorithms.md). No database.
 
 Expected numbers are literals or closed forms worked out on paper, never a second
 call into ``policies.bandits``.
@@ -27,11 +28,11 @@ def assert_close(actual, expected, tol=TOL):
     )
 
 
-# --- feature encoding (SPEC section 3) -------------------------------------------
+# --- feature encoding (docs/features.md) -------------------------------------------
 
 URGENT = {"is_overdue": True, "task_age_days": 45, "priority": 4}
 MIDDLING = {"is_overdue": False, "task_age_days": 15, "priority": 2}
-BARE: dict = {}  # every feature missing: SPEC defaults apply
+BARE: dict = {}  # every feature missing: the documented defaults apply
 
 
 def test_encode_d5_task_block_at_hour_8():

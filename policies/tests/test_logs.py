@@ -1,4 +1,4 @@
-"""The logs at scale: partitions, retention, roll-ups and the export (SPEC §10)."""
+"""The logs at scale: partitions, retention, roll-ups and the export (docs/logs.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""SPEC sections 3 and 4 checked end to end, through the named-policy routes.
+"""The encoding and the algorithms (docs/features.md, docs/algorithms.md) checked
+end to end, through the named-policy routes.
 
-Every expected vector below is written out by hand from the SPEC's encoding table;
+Every expected vector below is written out by hand from docs/features.md's table;
 A and b are built from those vectors, so a wrong encoding, a wrong update or a
 vector taken from the wrong place all show up as a wrong theta or score.
 """

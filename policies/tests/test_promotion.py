@@ -1,4 +1,4 @@
-"""Promotion behind the simulation gate, and rollback (SPEC §7)."""
+"""Promotion behind the simulation gate, and rollback (docs/promotion.md)."""
 
 from __future__ import annotations
 

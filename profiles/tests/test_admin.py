@@ -96,7 +96,8 @@ def test_the_profile_page_shows_values_meaning_freshness_counts_and_state_link(
     for name, value in EXPECTED.items():
         assert re.search(rf'data-feature="{name}">{value}<', html), name
     assert "ties to the earliest" in html  # the registry's description
-    assert re.search(r"recounted \d+\xa0minutes? ago, fresh", html)
+    # Recounted under a minute ago.
+    assert "recounted just now, fresh, counting every event since" in html
     for kind, n in {"served": 10, "done": 4, "dismissed": 2, "snoozed": 1}.items():
         assert f'data-kind="{kind}">{n}<' in html
     assert 'data-kind="viewed">0<' in html
@@ -143,3 +144,28 @@ def test_the_profile_page_shows_the_five_values_in_a_browser(admin_page):
     assert "fresh" in admin_page.inner_text("body")
     admin_page.click("text=this user's state under every policy")
     admin_page.wait_for_url("**/admin/policies/banditstate/?q=browser-user")
+
+
+def test_the_events_list_shows_fifty_a_page_with_short_ids(client, staff_user):
+    Event.objects.bulk_create(
+        Event(
+            user_id="u1",
+            tip_id=f"t{i}",
+            kind="viewed",
+            hour_of_day=9,
+            occurred_at=timezone.now(),
+            event_id=f"viewed-01a241e3-8fb8-7969-b84f-{i:012d}",
+        )
+        for i in range(86)
+    )
+    client.force_login(staff_user)
+
+    html = client.get("/admin/profiles/event/").content.decode()
+
+    rows = re.findall(
+        r'<td class="field-short_event_id"><code class="oo-id" title="([^"]+)">'
+        r"([^<]+)</code></td>",
+        html,
+    )
+    assert len(rows) == 50  # of 86
+    assert all(short == f"…{full[-8:]}" for full, short in rows)

@@ -1,4 +1,4 @@
-"""The reward table of SPEC section 6, at every boundary. No database."""
+"""The reward table (docs/rewards.md), at every boundary. No database."""
 
 from __future__ import annotations
 

@@ -203,6 +203,8 @@ def test_smoothing_keeps_the_points_and_says_what_it_did(staff):
     assert "with the 11 rounds before" in (
         staff.get(page_of(run), {"smooth": "999"}).content.decode()
     )
+    one = staff.get(page_of(run), {"smooth": "2"}).content.decode()
+    assert "averages it with the round before" in one and "1 rounds" not in one
 
 
 def test_a_running_run_page_polls_and_a_failed_one_says_why(staff):
@@ -240,7 +242,9 @@ def test_the_start_form_starts_a_run_on_the_workers_as_the_user(
     with django_capture_on_commit_callbacks(execute=True):
         response = staff.post(HOME, FORM)
 
-    assert response.status_code == 302 and response["Location"] == HOME
+    # Back to the form as it was typed.
+    assert response.status_code == 302
+    assert response["Location"].startswith(f"{HOME}?policies=egreedy-v1")
     run = Run.objects.get()
     assert (run.policies, run.n_users, run.n_rounds, run.seed) == (
         ["egreedy-v1", "egreedy-v2"],
@@ -250,8 +254,42 @@ def test_the_start_form_starts_a_run_on_the_workers_as_the_user(
     )
     assert run.created_by == staff_user and run.status == RunStatus.QUEUED
     assert sent == [(str(run.pk), 0), (str(run.pk), 1), (str(run.pk), 2)]
-    html = staff.get(HOME).content.decode()
+    html = staff.get(response["Location"]).content.decode()
     assert "egreedy-v1 vs egreedy-v2</a> started: 3 chunks queued" in html
+    for name in ("n_users", "n_rounds", "seed", "chunk_users"):
+        assert f'name="{name}" value="{FORM[name]}"' in html
+    assert 'value="hybrid-v1" id="id_policies_2">' in html  # not ticked, as sent
+
+
+def test_every_bad_value_is_shown_at_once_and_nothing_is_written(staff, sent):
+    response = staff.post(
+        HOME, {**FORM, "n_users": "0", "seed": "-1", "n_candidates": "500"}
+    )
+
+    html = response.content.decode()
+    assert "Please correct the errors below." in html
+    for field, words in (
+        ("n_users", "Users must be between 1 and"),
+        ("seed", "between 0 and"),
+        ("n_candidates", "between 1 and 100"),
+    ):
+        row = re.search(
+            rf'<div class="form-row[^"]*field-{field}[^"]*">.*?</fieldset>', html, re.S
+        )
+        assert words in row.group(0), field
+    assert not Run.objects.exists() and sent == []
+
+
+def test_without_a_chunk_size_the_run_s_size_chooses_one(staff, sent):
+    response = staff.post(
+        HOME, {**FORM, "n_users": "1000", "n_rounds": "100", "chunk_users": ""}
+    )
+
+    assert response.status_code == 302
+    run = Run.objects.get()
+    # 2 policies x 100 rounds x 5 candidates: 150 users make a chunk of work.
+    assert (run.chunk_users, run.chunks_total) == (150, 7)
+    assert "chunk_users" not in response["Location"]  # the next run chooses too
 
 
 @pytest.mark.parametrize(

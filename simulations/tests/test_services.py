@@ -110,6 +110,42 @@ def test_run_create_rejects_bad_input_clearly_and_writes_nothing(
     assert not Run.objects.exists() and not RunChunk.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("sizes", "chunk_users", "chunks"),
+    [
+        # 150,000 candidate scorings a chunk: 1,500 per user here.
+        (
+            {"n_users": 1_000, "n_rounds": 100, "policies": POLICIES + ["hybrid-v1"]},
+            100,
+            10,
+        ),
+        ({"n_users": 1_000, "n_rounds": 100}, 150, 7),
+        ({"n_users": 7, "n_rounds": 6}, 7, 1),  # one chunk: all of a small run
+        ({"n_users": 100_000, "n_rounds": 1}, 2_000, 50),  # at most 2,000 users
+        # At least as many users as keep 1,000,000 within the 1,000 chunks a run has.
+        ({"n_users": 1_000_000, "n_rounds": 100}, 1_000, 1_000),
+    ],
+)
+def test_without_a_chunk_size_the_runs_size_chooses_one(sizes, chunk_users, chunks):
+    run = create(chunk_users=None, **sizes)
+    assert (run.chunk_users, run.chunks_total) == (chunk_users, chunks)
+    assert create(chunk_users=None, **sizes).chunk_users == chunk_users  # the same
+
+
+def test_a_chosen_chunk_size_is_held_to_the_limits_of_a_given_one():
+    with pytest.raises(InvalidInput, match="too large for one worker") as error:
+        create(chunk_users=None, n_users=1_000_000, n_rounds=10_000, n_candidates=100)
+    assert error.value.field == "chunk_users"
+
+
+def test_every_problem_of_a_run_s_parameters_is_found_at_once():
+    values, problems = services.run_parameters(
+        {"policies": [], "judge": "rule", "n_users": 0, "n_rounds": 5, "seed": -1}
+    )
+    assert [p.field for p in problems] == ["policies", "n_users", "seed"]
+    assert values == {"judge": "rule", "n_rounds": 5}  # no chunk size without users
+
+
 # --- executing ----------------------------------------------------------------
 
 

@@ -1,9 +1,10 @@
 """Runs on real Celery workers: subprocesses on RabbitMQ and the test database.
 
-The kill test is SPEC section 8's promise: a worker killed mid-chunk loses and
-duplicates no event. It holds because a chunk is all or nothing and skipped once
-done, and a task is acked only when it has run (``acks_late``), so RabbitMQ
-delivers the killed worker's message again to the next worker.
+The kill test is the simulations' promise (docs/simulations.md): a worker killed
+mid-chunk loses and duplicates no event. It holds because a chunk is all or
+nothing and skipped once done, and a task is acked only when it has run
+(``acks_late``), so RabbitMQ delivers the killed worker's message again to the next
+worker.
 """
 
 from __future__ import annotations

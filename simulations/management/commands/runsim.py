@@ -27,7 +27,7 @@ EARLY_ROUNDS = 10
 
 class Command(BaseCommand):
     help = (
-        "Simulate policies on synthetic users (SPEC section 8) in this process or "
+        "Simulate policies on synthetic users (docs/simulations.md) in this process or "
         "on the Celery workers (--workers), store the events, and print the "
         "per-policy table with 95% intervals, the paired differences from the "
         "first policy, the regrets against the oracle and per-persona winners."
@@ -53,8 +53,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--chunk-users",
             type=int,
-            default=services.DEFAULT_CHUNK_USERS,
-            help="users per chunk",
+            help="users per chunk (default: chosen from the run's size, a second "
+            "or two of work each, at most 2,000; a hybrid policy's results depend "
+            "on it, as its shared model learns from a chunk's users)",
         )
         parser.add_argument(
             "--workers",
