@@ -113,13 +113,20 @@ def test_run_create_rejects_bad_input_clearly_and_writes_nothing(
 @pytest.mark.parametrize(
     ("sizes", "chunk_users", "chunks"),
     [
-        # 150,000 candidate scorings a chunk: 1,500 per user here.
+        # 150,000 candidate scorings a chunk: 1,000 per user here.
+        ({"n_users": 1_000, "n_rounds": 100}, 150, 7),
+        # A hybrid policy learns its shared model from its chunk's users: its
+        # runs keep chunks of up to 2,000, so their results are as documented.
         (
             {"n_users": 1_000, "n_rounds": 100, "policies": POLICIES + ["hybrid-v1"]},
-            100,
-            10,
+            1_000,
+            1,
         ),
-        ({"n_users": 1_000, "n_rounds": 100}, 150, 7),
+        (
+            {"n_users": 5_000, "n_rounds": 10, "policies": ["hybrid-v1"]},
+            2_000,
+            3,
+        ),
         ({"n_users": 7, "n_rounds": 6}, 7, 1),  # one chunk: all of a small run
         ({"n_users": 100_000, "n_rounds": 1}, 2_000, 50),  # at most 2,000 users
         # At least as many users as keep 1,000,000 within the 1,000 chunks a run has.
