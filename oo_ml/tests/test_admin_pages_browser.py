@@ -135,6 +135,8 @@ def _pages(run: Run) -> dict[str, str]:
         "simulations": f"{admin}/simulations/",
         "runs": f"{admin}/simulations/run/",
         "run": f"{admin}/simulations/run/{run.pk}/change/",
+        # The prompt versions with their mean reward, above the generated tips.
+        "generations": f"{admin}/generation/generation/",
     }
 
 
