@@ -132,6 +132,20 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def bin_run_start(env: dict, log: Path) -> subprocess.Popen:
+    """``bin/run``, as ``make run`` starts it, in a session (a terminal) of its
+    own, its output appended to ``log``."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [ROOT / "bin" / "run"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def _database_url() -> str:
     db = settings.DATABASES["default"]
     if db["ENGINE"] != "django.db.backends.postgresql":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 import urllib.request
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, _free_port
+from conftest import _free_port, bin_run_start
 
 TAG = "OO_ML_RUN_TEST_TAG"
 
@@ -79,15 +78,7 @@ def test_stopping_make_run_a_second_after_it_answers_stops_its_worker(tmp_path, 
         }
     )
     log = tmp_path / "run.log"
-    with open(log, "ab") as out:
-        script = subprocess.Popen(
-            [ROOT / "bin" / "run"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own terminal, as it were
-        )
+    script = bin_run_start(env, log)
     try:
         _wait(lambda: _healthy(port), 120, "bin/run never answered /health")
         assert len(_tagged(tag)) >= 3  # bin/run, gunicorn, the worker, ...

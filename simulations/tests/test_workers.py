@@ -24,7 +24,7 @@ import pytest
 from django.core.management import CommandError
 from django.db import connection
 
-from conftest import ROOT, _database_url, _free_port
+from conftest import _database_url, _free_port, bin_run_start
 from oo_ml.tests.llm_server import MODEL
 from simulations import services, tasks
 from simulations.models import ChunkStatus, JudgeAnswer, Run, RunEvent, RunStatus
@@ -245,15 +245,7 @@ def test_make_run_serves_and_its_worker_executes_a_run(embedded_broker, tmp_path
         "DATABASE_URL": _database_url(),
     }
     log = tmp_path / "run.log"
-    with open(log, "ab") as out:
-        script = subprocess.Popen(
-            [ROOT / "bin" / "run"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    script = bin_run_start(env, log)
     try:
         services.run_start(run_id=run.id)
         assert_same_results(ended(run, timeout=60), reference)
