@@ -44,7 +44,14 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: install
+# The load generator of `make bench`, from Debian like Chromium.
+WRK := /usr/bin/wrk
+
+$(WRK):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk
+
+bench: install $(WRK)
 	VENV=$(VENV) bin/bench-load
 
 $(FUZZ_STAMP): $(STAMP)
