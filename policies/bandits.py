@@ -237,6 +237,14 @@ def _egreedy_propensity(epsilon: float, n: int, greedy):
     return epsilon / n + (1.0 - epsilon) * greedy
 
 
+def _logged(propensity: float) -> float:
+    """A pick's propensity to 15 significant digits, as it is logged and answered:
+    the sum (1 - epsilon) + epsilon/N would otherwise read 0.9500000000000001 for
+    0.95. It moves the value by a few units in the last place, which no estimator
+    resolves."""
+    return float(f"{propensity:.15g}")
+
+
 @dataclass(frozen=True, slots=True)
 class Choice:
     """One policy's pick over N candidates, with what it computed for each."""
@@ -351,7 +359,7 @@ def _epsilon_pick(
     greedy = first_max(estimates)
     exploring = bool(rng.random() < epsilon)
     index = int(rng.integers(n)) if exploring else greedy
-    propensity = _egreedy_propensity(epsilon, n, index == greedy)
+    propensity = _logged(_egreedy_propensity(epsilon, n, index == greedy))
     return Choice(
         index, float(estimates[index]), propensity, exploring, estimates, None, shared
     )

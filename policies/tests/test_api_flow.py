@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
@@ -88,6 +90,20 @@ def test_a_fresh_user_gets_the_first_candidate_greedily_or_an_exploration(api):
     # theta = 0 ties every candidate: the first one in request order wins.
     assert {a["tip_id"] for a in greedy} == {"write-report"}
     assert all(a["propensity"] == pytest.approx(0.9 + 0.1 / 3) for a in greedy)
+
+
+@pytest.mark.django_db
+def test_score_answers_a_propensity_as_a_person_writes_it(api):
+    # The README's two candidates, epsilon 0.1: 0.9 + 0.1 / 2 is 0.95, and in
+    # binary arithmetic 0.9500000000000001 unless the propensity is rounded.
+    body = {"candidates": CANDIDATES[:2], "context": {"hour_of_day": 9}}
+    texts = set()
+    for i in range(40):
+        response = api.post("/score", {"user_id": f"p-{i}", **body}, format="json")
+        texts.add(re.search(rb'"propensity":([^,}]+)', response.content)[1])
+    assert texts <= {b"0.95", b"0.05"} and b"0.95" in texts, texts
+    logged = Decision.objects.values_list("propensity", flat=True)
+    assert set(logged) <= {0.95, 0.05}
 
 
 @pytest.mark.django_db
