@@ -25,6 +25,12 @@ def significant(value: float | None, digits: int = DIGITS) -> str:
     )
 
 
+def total(value: float) -> str:
+    """A sum of rewards to four decimals at most: 1.7000000000000006 is 1.7,
+    -5.500000000000002 is -5.5 (rewards are given to three)."""
+    return np.format_float_positional(round(value, DIGITS), trim="-")
+
+
 def ago(moment: datetime | None, now: datetime | None = None) -> str:
     """ "just now" under a minute, else "3 minutes ago", "2 days, 4 hours ago"."""
     if moment is None:

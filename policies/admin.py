@@ -348,7 +348,7 @@ class BanditStateAdmin(ReadOnlyAdmin):
         "user_id",
         "policy",
         "reward_count",
-        "cumulative_reward",
+        "cumulative_reward_shown",
         "updated_at",
     )
     list_filter = ("policy",)
@@ -359,7 +359,7 @@ class BanditStateAdmin(ReadOnlyAdmin):
         "user_id",
         "reward_count",
         "learned",
-        "cumulative_reward",
+        "cumulative_reward_shown",
         "pulls",
         "theta_table",
         "created_at",
@@ -421,6 +421,10 @@ class BanditStateAdmin(ReadOnlyAdmin):
                 for label, value in zip(state.policy.feature_labels, theta, strict=True)
             ),
         )
+
+    @admin.display(description="Cumulative reward", ordering="cumulative_reward")
+    def cumulative_reward_shown(self, state: BanditState) -> str:
+        return formatting.total(state.cumulative_reward)
 
     @admin.display(description="Of which learned from other policies' decisions")
     def learned(self, state: BanditState) -> int:

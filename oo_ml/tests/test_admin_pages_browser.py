@@ -17,11 +17,13 @@ from django.contrib.auth import get_user_model
 from playwright.sync_api import Page, expect
 from rest_framework.test import APIClient
 
+from generation.models import Generation
 from oo_ml.auth import service_token_create
+from oo_ml.models import ApiToken
 from policies import services
-from policies.models import BanditState, Decision, Policy, PolicyChange
+from policies.models import BanditState, Decision, Policy, PolicyChange, Reward
 from profiles.models import Event, Profile
-from simulations.models import Run
+from simulations.models import JudgeAnswer, Run
 
 pytestmark = pytest.mark.usefixtures("registry")
 
@@ -74,7 +76,9 @@ def _traffic() -> None:
                     "user_id": user_id,
                     "tip_id": decision["tip_id"],
                     "kind": kind,
-                    "dwell_ms": 45_000,
+                    # Done in 2.5 minutes is +0.6: sums of it carry binary
+                    # noise (-3.9999999999999996) for the pages to round.
+                    "dwell_ms": 150_000,
                     "decision_id": decision["decision_id"],
                     "event_id": f"{kind}-{decision['decision_id']}",
                 },
@@ -98,9 +102,36 @@ def _simulation_and_promotion() -> Run:
     return run
 
 
+def _llm_records() -> None:
+    """What the LLM parts keep, as they keep it: a tip written for a decision,
+    and one answer of the llm judge with the prompt that asked it."""
+    from simulations import llm_judge, personas
+    from simulations.services import judge_answers_put
+
+    decision = Decision.objects.filter(user_id="alice").first()
+    Generation.objects.create(
+        user_id="alice",
+        task_id=decision.tip_id,
+        decision_id=decision.pk,
+        prompt_version="v1",
+        model="qwen2.5-7b-instruct",
+        text="Your taxes are 12 days overdue: an hour this morning settles them.",
+    )
+    messages = llm_judge.messages_for(
+        personas.PERSONAS[0], hour=9, overdue=True, band=2, priority=4
+    )
+    key = llm_judge.prompt_key(model="qwen2.5-7b-instruct", messages=messages)
+    judge_answers_put(
+        asked=[llm_judge.Asked(key, messages, '{"kind": "done", "dwell_s": 240}')],
+        model="qwen2.5-7b-instruct",
+        prompt_version=llm_judge.PROMPT_VERSION,
+    )
+
+
 @pytest.fixture
 def world(admin_page) -> dict:
     _traffic()
+    _llm_records()
     run = _simulation_and_promotion()
     admin_page.set_viewport_size({"width": WIDTH, "height": 900})
     return {"run": run}
@@ -115,8 +146,13 @@ def _pages(run: Run) -> dict[str, str]:
     change = PolicyChange.objects.first()
     event = Event.objects.first()
     profile = Profile.objects.get(user_id="alice")
+    reward = Reward.objects.filter(user_id="alice").first()
+    generation = Generation.objects.get()
+    answer = JudgeAnswer.objects.get()
+    token = ApiToken.objects.first()
     admin = "/admin"
     return {
+        "index": f"{admin}/",
         "control-room": f"{admin}/policies/",
         "policy-list": f"{admin}/policies/policy/",
         "policy": f"{admin}/policies/policy/{v1.pk}/change/",
@@ -126,6 +162,7 @@ def _pages(run: Run) -> dict[str, str]:
         "decisions": f"{admin}/policies/decision/",
         "decision": f"{admin}/policies/decision/{decision.pk}/change/",
         "rewards": f"{admin}/policies/reward/",
+        "reward": f"{admin}/policies/reward/{reward.pk}/change/",
         "history": f"{admin}/policies/policychange/",
         "change": f"{admin}/policies/policychange/{change.pk}/change/",
         "events": f"{admin}/profiles/event/",
@@ -137,6 +174,12 @@ def _pages(run: Run) -> dict[str, str]:
         "run": f"{admin}/simulations/run/{run.pk}/change/",
         # The prompt versions with their mean reward, above the generated tips.
         "generations": f"{admin}/generation/generation/",
+        "generation": f"{admin}/generation/generation/{generation.pk}/change/",
+        "judge-answers": f"{admin}/simulations/judgeanswer/",
+        "judge-answer": f"{admin}/simulations/judgeanswer/{answer.pk}/change/",
+        "tokens": f"{admin}/oo_ml/apitoken/",
+        "token-add": f"{admin}/oo_ml/apitoken/add/",
+        "token": f"{admin}/oo_ml/apitoken/{token.pk}/change/",
     }
 
 
@@ -249,6 +292,9 @@ def test_names_numbers_and_times_read_as_a_person_writes_them(admin_page, world)
     # A user's state: links to the profile and the events, the candidates'
     # features, and a search lists the policies without state too.
     page.goto(pages["user-state"])
+    expect(page.locator(".field-cumulative_reward_shown .readonly")).to_have_text(
+        re.compile(r"^-?\d+(\.\d{1,4})?$")
+    )
     expect(page.locator("#user-profile")).to_have_attribute(
         "href", "/admin/profiles/profile/?q=alice"
     )

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from oo_ml.formatting import ago, short_id, significant
+from oo_ml.formatting import ago, short_id, significant, total
 
 
 @pytest.mark.parametrize(
@@ -23,6 +23,19 @@ from oo_ml.formatting import ago, short_id, significant
 )
 def test_four_significant_digits(value, text):
     assert significant(value) == text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (1.7000000000000006, "1.7"),
+        (-5.500000000000002, "-5.5"),
+        (0.0, "0"),
+        (12.0, "12"),
+    ],
+)
+def test_a_sum_of_rewards_to_four_decimals_at_most(value, text):
+    assert total(value) == text
 
 
 def test_under_a_minute_is_just_now_and_later_says_how_long():
