@@ -1,4 +1,4 @@
-"""Celery tasks for simulation runs: thin, by id, idempotent (STYLE habit 5).
+"""Celery tasks for simulation runs: thin, by id, and idempotent.
 
 A run starts as one task that fans out into one task per chunk, so starting
 one costs a request one message whatever its size. A chunk already done is

@@ -1,4 +1,4 @@
-"""python manage.py runsim: the done-when command of issue 5."""
+"""python manage.py runsim: the command line that compares policies offline."""
 
 from __future__ import annotations
 
