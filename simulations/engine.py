@@ -17,10 +17,11 @@ and the explorers' uniforms) is drawn before any policy runs
 
 A hybrid (population-informed) policy refits its shared model every
 ``refit_every`` rounds (a policy parameter, default 1) from the rewards it has
-earned in this simulation so far, over the users simulated together: a chunk's
-users are the population it learns from, so a run's results depend on its chunk
-size as on its seed (both are run parameters, and a redone chunk gives the same
-events to the bit).
+earned in this simulation so far, over its population: the run's users in blocks
+of ``POPULATION_USERS`` (users 0 to 999, 1,000 to 1,999, ...). A chunk smaller
+than its block simulates the hybrid policies over the whole block and keeps its
+own users' events, so a run's results do not depend on its chunk size, and a
+chunk can stay small enough for the progress to move every couple of seconds.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ from policies import bandits
 from profiles import inference
 from simulations import generator, personas
 from simulations.judges import Judge
+
+# A hybrid policy's population in a simulation: the run's users in blocks of this
+# many. Its documented figures (docs/algorithms.md) are of one block of 1,000.
+POPULATION_USERS = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,13 +128,83 @@ def simulate(
     user_stop: int,
     n_rounds: int,
     n_candidates: int,
+    n_users: int | None = None,
 ) -> Events:
-    """Run ``policies`` on users [user_start, user_stop) for ``n_rounds`` rounds.
+    """Run ``policies`` on users [user_start, user_stop) of a run of ``n_users``
+    (default: ``user_stop``) for ``n_rounds`` rounds.
 
-    The result depends only on the arguments: the same seed gives the same events
-    to the bit, and each user's events do not depend on the other users in the
-    range.
+    The result depends only on the seed, the rounds and candidates, and the run's
+    size: each user's events are the same in any range, a hybrid policy's
+    because it learns from the users of its population block, whichever of
+    them the range holds. The same seed gives the same events to the bit.
     """
+    common = dict(judge=judge, seed=seed, n_rounds=n_rounds, n_candidates=n_candidates)
+    hybrid = [p for p, spec in enumerate(policies) if spec.algorithm == bandits.HYBRID]
+    others = [p for p in range(len(policies)) if p not in hybrid]
+    parts = []  # (events, the run's index of each of its policies)
+    if others:
+        specs = [policies[p] for p in others]
+        events = _simulate(
+            policies=specs, user_start=user_start, user_stop=user_stop, **common
+        )
+        parts.append((events, others))
+    if hybrid:
+        specs = [policies[p] for p in hybrid]
+        for start, stop in _blocks(user_start, user_stop, n_users or user_stop):
+            events = _simulate(
+                policies=specs, user_start=start, user_stop=stop, **common
+            )
+            parts.append((events, hybrid))
+    return _merge(parts, len(policies), user_start, user_stop)
+
+
+def _blocks(user_start: int, user_stop: int, n_users: int) -> list[tuple[int, int]]:
+    """The population blocks of a run of ``n_users`` that [user_start, user_stop)
+    overlaps."""
+    first = user_start // POPULATION_USERS * POPULATION_USERS
+    return [
+        (start, min(start + POPULATION_USERS, n_users))
+        for start in range(first, user_stop, POPULATION_USERS)
+    ]
+
+
+def _merge(parts, n_policies: int, user_start: int, user_stop: int) -> Events:
+    """The parts' events of users [user_start, user_stop), their policies numbered
+    as the run's, in the key's order (policy, user, round)."""
+    pieces = []
+    for index in range(n_policies):
+        for events, indices in parts:  # parts of one policy come in user order
+            if index in indices:
+                keep = (
+                    (events.policy == indices.index(index))
+                    & (events.user_index >= user_start)
+                    & (events.user_index < user_stop)
+                )
+                pieces.append((index, keep, events))
+    columns = {
+        name: np.concatenate(
+            [getattr(events, name)[keep] for _, keep, events in pieces]
+        )
+        for name in Events.__slots__
+    }
+    columns["policy"] = np.concatenate(
+        [np.full(int(keep.sum()), index) for index, keep, _ in pieces]
+    )
+    return Events(**columns)
+
+
+def _simulate(
+    *,
+    policies: Sequence[PolicySpec],
+    judge: Judge,
+    seed: int,
+    user_start: int,
+    user_stop: int,
+    n_rounds: int,
+    n_candidates: int,
+) -> Events:
+    """Run ``policies`` on users [user_start, user_stop), together: a hybrid
+    policy learns from all of them."""
     world = generator.world_draw(
         seed=seed,
         user_start=user_start,

@@ -46,9 +46,8 @@ class RunStartForm(forms.Form):
         required=False,
         widget=_number(min=1, placeholder="chosen"),
         help_text="Each chunk is one task for a worker. Left empty, chosen from the "
-        "run's size so that the progress moves every second or two. A hybrid "
-        "policy's shared model learns from its chunk's users, so its results "
-        "depend on this size too.",
+        "run's size so that the progress moves every second or two. The results "
+        "do not depend on it.",
     )
 
     def __init__(self, *args, **kwargs):

@@ -30,7 +30,6 @@ from django.utils import timezone
 from oo_ml.errors import Conflict, InvalidInput, Unavailable
 from oo_ml.idempotency import fingerprint
 from oo_ml.llm import LlmUnavailable, llm_client, llm_config, llm_off_reason
-from policies import bandits
 from policies.models import Policy
 from profiles import inference
 from simulations import engine, llm_judge, tasks
@@ -168,9 +167,9 @@ def chunk_users_for(
     run may have.
 
     The size is a function of the run's parameters alone, so the same
-    parameters give the same chunks and the same results: a hybrid policy's
-    shared model learns from the users of its chunk (simulations.engine), so
-    its results depend on the chunk size as on the seed.
+    parameters give the same chunks; the results do not depend on it (a hybrid
+    policy learns from its population block whatever the chunk,
+    simulations.engine).
     """
     per_user = n_rounds * n_candidates * n_policies
     by_work = max(1, CHUNK_WORK // per_user)
@@ -266,8 +265,7 @@ def run_create(
 
     Every value is checked before any query (``run_parameters``; the first
     problem is raised). Without ``chunk_users`` the chunk size is chosen from
-    the run's size (``chunk_users_for``), except for a run with a hybrid policy,
-    which keeps chunks of ``DEFAULT_CHUNK_USERS``. The policies' algorithm, dimension
+    the run's size (``chunk_users_for``). The policies' algorithm, dimension
     and parameters are copied into the run, so it replays what the registry
     said when it was created. ``actor_name`` names who started it when there
     is no account (a command line). ``idempotency_key`` is stored with the run
@@ -289,11 +287,6 @@ def run_create(
     policies, n_users = values["policies"], values["n_users"]
     judge_model = _judge_model(judge)
     specs = _policy_specs(policies)
-    if chunk_users is None and any(s["algorithm"] == bandits.HYBRID for s in specs):
-        # A hybrid policy's shared model learns from its chunk's users: small
-        # chunks teach it less. Its runs keep the largest default chunk, so
-        # their results are those documented (docs/simulations.md).
-        values["chunk_users"] = _chunk_size(values, DEFAULT_CHUNK_USERS)
     chunk_users = values["chunk_users"]
     chunks = math.ceil(n_users / chunk_users)
     if actor is not None and actor.pk:
@@ -554,6 +547,7 @@ def run_chunk_execute(*, run_id: uuid.UUID, chunk_index: int) -> ChunkResult:
             user_stop=chunk.user_stop,
             n_rounds=run.n_rounds,
             n_candidates=run.n_candidates,
+            n_users=run.n_users,
         )
     stats = getattr(judge, "stats", None)
     simulated = time.perf_counter()

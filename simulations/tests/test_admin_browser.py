@@ -117,6 +117,27 @@ def test_a_run_started_from_the_admin_shows_live_progress_then_its_results(
     expect(picks).to_contain_text("Reaction")
 
 
+def test_the_form_s_default_run_of_1000_users_moves_in_ten_chunks(admin_page, broker):
+    """The policies the form ticks, hybrid-v1 among them, over 1,000 users: ten
+    chunks of a second or two each, not one that sits at 0 / 1 (the hybrid
+    policy learns from its block of 1,000 users whatever the chunk)."""
+    page = admin_page
+    page.goto("/admin/simulations/")
+    form = page.locator("#start")
+    expect(form.get_by_label("hybrid-v1 (shadow, D=12)")).to_be_checked()
+    form.get_by_label("Users:", exact=True).fill("1000")
+    expect(form.get_by_label("Rounds:")).to_have_value("100")
+    expect(form.get_by_label("Users per chunk:")).to_have_value("")
+
+    form.get_by_role("button", name="Start the run").click()
+
+    expect(page.locator(".messagelist")).to_contain_text("started: 10 chunks queued")
+    run = Run.objects.get()
+    bar = page.locator(f"#run-{run.pk}").get_by_role("progressbar")
+    expect(bar).to_have_attribute("aria-valuetext", "0 of 10 chunks")
+    assert len(run.policies) == 3 and run.chunk_users == 100
+
+
 def test_a_run_started_from_the_admin_finishes_on_a_real_worker(
     admin_page, celery_queue, celery_worker
 ):

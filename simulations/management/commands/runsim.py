@@ -54,8 +54,7 @@ class Command(BaseCommand):
             "--chunk-users",
             type=int,
             help="users per chunk (default: chosen from the run's size, a second "
-            "or two of work each, at most 2,000; a hybrid policy's results depend "
-            "on it, as its shared model learns from a chunk's users)",
+            "or two of work each, at most 2,000; the results do not depend on it)",
         )
         parser.add_argument(
             "--workers",
