@@ -117,7 +117,7 @@ def _form_error(form: RunStartForm, error: DomainError) -> None:
     field = error.field if error.field in form.fields else None
     detail = error.detail
     if field and detail.startswith(f"{field} "):  # the label, not the API's name
-        detail = f"{form.fields[field].label}{detail[len(field) :]}"
+        detail = f"{form[field].label}{detail[len(field) :]}"
     form.add_error(field, detail)
 
 

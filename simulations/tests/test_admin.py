@@ -270,8 +270,8 @@ def test_every_bad_value_is_shown_at_once_and_nothing_is_written(staff, sent):
     assert "Please correct the errors below." in html
     for field, words in (
         ("n_users", "Users must be between 1 and"),
-        ("seed", "between 0 and"),
-        ("n_candidates", "between 1 and 100"),
+        ("seed", "Seed must be between 0 and"),
+        ("n_candidates", "Candidates must be between 1 and 100"),
     ):
         row = re.search(
             rf'<div class="form-row[^"]*field-{field}[^"]*">.*?</fieldset>', html, re.S
@@ -296,9 +296,13 @@ def test_without_a_chunk_size_the_run_s_size_chooses_one(staff, sent):
     ("change", "field", "words"),
     [
         ({"n_users": "0"}, "n_users", "Users must be between 1 and"),
-        ({"n_rounds": "20000"}, "n_rounds", "between 1 and 10,000"),
-        ({"seed": "-1"}, "seed", "between 0 and"),
-        ({"n_candidates": "500"}, "n_candidates", "between 1 and 100"),
+        ({"n_rounds": "20000"}, "n_rounds", "Rounds must be between 1 and 10,000"),
+        ({"seed": "-1"}, "seed", "Seed must be between 0 and"),
+        (
+            {"n_candidates": "500"},
+            "n_candidates",
+            "Candidates must be between 1 and 100",
+        ),
         ({"policies": []}, "policies", "1 to 10 policies, not 0"),
         ({"policies": ["nope"]}, "policies", "Select a valid choice"),
         ({"n_users": "lots"}, "n_users", "Enter a whole number"),
