@@ -21,8 +21,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# exec: a SIGTERM to make reaches bin/run itself (make passes it to its child,
+# which would otherwise be a shell that dies and leaves bin/run running).
 run: install
-	VENV=$(VENV) bin/run
+	VENV=$(VENV) exec bin/run
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq

@@ -133,11 +133,12 @@ def _free_port() -> int:
 
 
 def bin_run_start(env: dict, log: Path) -> subprocess.Popen:
-    """``bin/run``, as ``make run`` starts it, in a session (a terminal) of its
-    own, its output appended to ``log``."""
+    """``make run`` (``bin/run`` under make, as the README starts it) in a
+    session (a terminal) of its own, on ``env["VENV"]``, its output appended to
+    ``log``."""
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [ROOT / "bin" / "run"],
+            ["make", "--no-print-directory", "run"],
             cwd=ROOT,
             env=env,
             stdout=out,
