@@ -404,14 +404,24 @@ def events_write(
             for row in zip(*columns, strict=True):
                 copy.write_row(row)
     else:
-        RunEvent.objects.bulk_create(
-            (
-                RunEvent(**dict(zip(_EVENT_COLUMNS, row, strict=True)))
-                for row in zip(*columns, strict=True)
-            ),
-            batch_size=BULK_BATCH,
+        # One prepared INSERT run over the rows, without a model instance per
+        # row: on SQLite (make run) about five times bulk_create's rate, which
+        # is most of a chunk's time there.
+        columns[0] = [_run_id_for_db(run_id)] * len(events)
+        sql = (
+            f"INSERT INTO {table} ({', '.join(_EVENT_COLUMNS)}) "
+            f"VALUES ({', '.join(['%s'] * len(_EVENT_COLUMNS))})"
         )
+        rows = list(zip(*columns, strict=True))
+        with connection.cursor() as cursor:
+            for start in range(0, len(rows), BULK_BATCH):
+                cursor.executemany(sql, rows[start : start + BULK_BATCH])
     return len(events)
+
+
+def _run_id_for_db(run_id: uuid.UUID):
+    """The run's id as its column holds it (a UUID, or hex text on SQLite)."""
+    return RunEvent._meta.get_field("run").get_db_prep_value(run_id, connection)
 
 
 # --- the llm judge -------------------------------------------------------------
