@@ -258,7 +258,9 @@ def statements():
 
 def backend_cpu(connection) -> float:
     """CPU seconds used so far by the connection's PostgreSQL backend (a
-    process of this machine: the bench database is local)."""
+    process of this machine: the bench database is local); 0 on SQLite."""
+    if connection.vendor != "postgresql":
+        return 0.0
     pid = connection.connection.info.backend_pid
     stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
