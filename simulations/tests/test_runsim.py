@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -95,6 +96,19 @@ def test_the_done_when_command_prints_the_table_identically_twice():
     assert Run.objects.filter(status=RunStatus.FINISHED).count() == 2
     run = Run.objects.first()
     assert run.created_by_name.startswith("runsim")
+
+
+def test_the_readme_shows_what_its_runsim_command_prints():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split(".venv/bin/python manage.py runsim ", 1)[1].split("```")[0]
+    shown = []
+    for line in block.splitlines()[2:]:  # after the command's two lines
+        if line == "# ...":
+            break
+        shown.append(line[2:] if line.startswith("# ") else "")
+    printed, _ = runsim(*DONE_WHEN)
+    assert printed.splitlines()[: len(shown)] == shown
+    assert len(shown) > 15
 
 
 def test_a_different_seed_prints_different_results():
