@@ -308,6 +308,8 @@ def test_names_numbers_and_times_read_as_a_person_writes_them(admin_page, world)
     expect(page.locator("#no-state")).to_contain_text("linucb-v1")
     expect(page.locator("#no-state")).to_contain_text("no state yet")
     expect(page.locator("#result_list tbody tr")).to_have_count(3)
+    sums = _column(page, "cumulative_reward_shown")
+    assert sums and all(re.fullmatch(r"-?\d+(\.\d{1,4})?", t) for t in sums), sums
 
 
 def test_the_site_s_front_page_links_the_admin_the_api_docs_and_health(
