@@ -257,8 +257,9 @@ def test_names_numbers_and_times_read_as_a_person_writes_them(admin_page, world)
     expect(page.locator("#content h2").first).to_have_text(
         re.compile(r"^egreedy-v[12] picked task-\w+ for alice$")
     )
+    # Four significant digits: 0.9333, or 0.03333 for an exploring pick.
     expect(page.locator(".field-propensity_shown .readonly")).to_have_text(
-        re.compile(r"^(1|0\.\d{1,4})$")
+        re.compile(r"^(1|0\.0*[1-9]\d{0,3})$")
     )
 
     # The decisions: times to the second, four significant digits, and the
@@ -303,7 +304,7 @@ def test_names_numbers_and_times_read_as_a_person_writes_them(admin_page, world)
     page.go_back()
     why = page.locator(".oo-why").first
     expect(why.locator("tbody tr").first).to_contain_text("12")  # task age
-    expect(why).to_contain_text(re.compile(r"propensity 0\.\d{1,4}\s"))
+    expect(why).to_contain_text(re.compile(r"propensity 0\.0*[1-9]\d{0,3}\s"))
     page.locator("#user-states").click()
     expect(page.locator("#no-state")).to_contain_text("linucb-v1")
     expect(page.locator("#no-state")).to_contain_text("no state yet")
