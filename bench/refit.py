@@ -44,11 +44,16 @@ _DAY = dt.datetime(2026, 12, 1, tzinfo=dt.UTC) - dt.datetime(2000, 1, 1, tzinfo=
 _TEXT = 12 * 10 + 1  # "[" then each number as "0.dddddd, ", the last "]" not ","
 
 
-def _rows(policy_id: int, start: int, xs: np.ndarray, rewards: np.ndarray, vectors):
+def _rows(
+    policy_id: int, start: int, xs: np.ndarray, rewards: np.ndarray, vectors, jsonb
+):
     """COPY's binary rows of ``COLUMNS``, built by numpy: each number in the
-    JSON written with six decimals, as the vector holds it exactly."""
+    JSON written with six decimals, as the vector holds it exactly. A ``json``
+    column's binary form is its text; a ``jsonb`` one's (``jsonb``, a schema
+    from before the log kept its JSON as text) has a version byte in front."""
     n = len(xs)
     vector = [("x_length", ">i4"), ("x", "<f8", (12,))] if vectors else []
+    version = [("jsonb_version", "u1")] if jsonb else []
     row = np.dtype(
         [
             ("fields", ">i2"),
@@ -61,7 +66,7 @@ def _rows(policy_id: int, start: int, xs: np.ndarray, rewards: np.ndarray, vecto
             ("reward_length", ">i4"),
             ("reward", ">f8"),
             ("features_length", ">i4"),
-            ("jsonb_version", "u1"),
+            *version,
             ("text", f"S{_TEXT}"),
             *vector,
             ("learned_length", ">i4"),
@@ -90,7 +95,9 @@ def _rows(policy_id: int, start: int, xs: np.ndarray, rewards: np.ndarray, vecto
     text[:, :, 8] = ord(",")
     text[:, -1, 8], text[:, -1, 9] = ord("]"), ord(" ")
     text = np.concatenate([np.full((n, 1), ord("[")), text.reshape(n, 120)], axis=1)
-    rows["features_length"], rows["jsonb_version"] = 1 + _TEXT, 1
+    rows["features_length"] = len(version) + _TEXT
+    if jsonb:
+        rows["jsonb_version"] = 1
     rows["text"] = text.astype("u1").view(f"S{_TEXT}")[:, 0]
     if vectors:
         rows["x_length"], rows["x"] = 96, millionths / 1e6
@@ -109,6 +116,11 @@ def rewards_load(
     JSON)."""
     rng = np.random.default_rng(seed)
     with psycopg.connect(url) as conn, conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT atttypid = 'jsonb'::regtype FROM pg_attribute "
+            "WHERE attrelid = 'policies_reward'::regclass AND attname = 'features'"
+        )
+        (jsonb,) = cursor.fetchone()
         for start in range(0, n, 100_000):
             size = min(100_000, n - start)
             xs = rng.uniform(size=(size, 12))
@@ -119,7 +131,7 @@ def rewards_load(
                 + ") FROM STDIN (FORMAT BINARY)"
             ) as copy:
                 copy.write(b"PGCOPY\n\xff\r\n\x00" + bytes(8))
-                copy.write(_rows(policy_id, start, xs, rewards, vectors))
+                copy.write(_rows(policy_id, start, xs, rewards, vectors, jsonb))
                 copy.write(b"\xff\xff")
         conn.commit()
 
