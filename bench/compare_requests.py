@@ -26,6 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 TIMING = re.compile(r"=== \S+: ([\d.]+) ms per request, of which ([\d.]+) ms CPU")
 SENT = re.compile(r"(\d+) statements sent")
+BACKEND = re.compile(r"([\d.]+) ms CPU in its PostgreSQL backend")
 
 
 def side(text: str) -> tuple[str, Path, str]:
@@ -67,6 +68,7 @@ def main() -> int:
             run([python(code), str(code / "manage.py"), "migrate", "-v0"], code, url)
     cpu: dict[str, list[float]] = {name: [] for name, _, _ in args.side}
     wall: dict[str, list[float]] = {name: [] for name, _, _ in args.side}
+    db: dict[str, list[float]] = {name: [] for name, _, _ in args.side}
     sent: dict[str, int] = {}
     for round_ in range(1, args.rounds + 1):
         for name, code, url in args.side:
@@ -93,7 +95,11 @@ def main() -> int:
             sent[name] = int(SENT.search(out).group(1))
             cpu[name].append(cpu_ms)
             wall[name].append(wall_ms)
-            print(f"round {round_} {name}: {cpu_ms:.2f} ms CPU, {wall_ms:.2f} ms wall")
+            db[name].append(float(BACKEND.search(out).group(1)))
+            print(
+                f"round {round_} {name}: {cpu_ms:.2f} ms CPU, {wall_ms:.2f} ms wall, "
+                f"{db[name][-1]:.2f} ms CPU in PostgreSQL"
+            )
     first = args.side[0][0]
     base = statistics.median(cpu[first])
     print(f"\n{args.route}, {args.requests} requests per run, medians:")
@@ -101,9 +107,9 @@ def main() -> int:
     # spread says how far the machine's noise reaches.
     print(
         f"| side | CPU ms/req | wall ms/req | statements | CPU / {first} "
-        f"| per round: median (range) |"
+        f"| per round: median (range) | PostgreSQL CPU ms/req (the runs) |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for name, _, _ in args.side:
         median = statistics.median(cpu[name])
         rounds = [c / b for c, b in zip(cpu[name], cpu[first], strict=True)]
@@ -111,7 +117,9 @@ def main() -> int:
             f"| {name} | {median:.2f} ({', '.join(f'{c:.2f}' for c in cpu[name])}) "
             f"| {statistics.median(wall[name]):.2f} | {sent[name]} "
             f"| {median / base:.2f} | {statistics.median(rounds):.2f} "
-            f"({min(rounds):.2f}–{max(rounds):.2f}) |"
+            f"({min(rounds):.2f}–{max(rounds):.2f}) "
+            f"| {statistics.median(db[name]):.2f} "
+            f"({', '.join(f'{c:.2f}' for c in db[name])}) |"
         )
     return 0
 

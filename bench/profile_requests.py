@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from cpu_share import cpu_seconds
+
 
 def code_dir() -> Path:
     """The checkout whose application code runs: ``--code DIR``, else this one."""
@@ -311,16 +313,20 @@ def main() -> int:
             print("  " + " ".join(sql.split())[:150])
 
         bodies = [make(rng, args.users) for _ in range(args.requests)]
+        backend = connection.connection.info.backend_pid
+        db_started = cpu_seconds(backend)
         started, cpu_started = time.perf_counter(), time.process_time()
         for body in bodies:
             post(route, body)
         plain = (time.perf_counter() - started) / args.requests
         cpu = (time.process_time() - cpu_started) / args.requests
+        db = (cpu_seconds(backend) - db_started) / args.requests
 
         if args.no_profile:
             print(
                 f"=== {route}: {plain * 1000:.2f} ms per request, of which "
-                f"{cpu * 1000:.2f} ms CPU in this process, {args.requests} requests"
+                f"{cpu * 1000:.2f} ms CPU in this process, {args.requests} requests; "
+                f"{db * 1000:.2f} ms CPU in its PostgreSQL backend"
             )
             continue
         profile = cProfile.Profile()

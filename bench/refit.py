@@ -32,6 +32,7 @@ import psycopg  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/oo_ml_bench_refit"
 sys.path.insert(0, str(ROOT / "bench"))
+from cpu_share import cpu_seconds  # noqa: E402
 from profiles_refresh import database_create, django_setup  # noqa: E402
 
 # The vector's column is left out of a load without vectors (NULL), so the
@@ -136,19 +137,13 @@ def rewards_load(
         conn.commit()
 
 
-def _backend_cpu(pid: int) -> float:
-    """CPU seconds the PostgreSQL backend ``pid`` (on this machine) has used."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _timed(what: str, refit, backend: int):
     """Run ``refit`` and print what it cost."""
     load = os.getloadavg()[0]
-    wall, cpu, db = time.perf_counter(), time.process_time(), _backend_cpu(backend)
+    wall, cpu, db = time.perf_counter(), time.process_time(), cpu_seconds(backend)
     model = refit()
     wall = time.perf_counter() - wall
-    cpu, db = time.process_time() - cpu, _backend_cpu(backend) - db
+    cpu, db = time.process_time() - cpu, cpu_seconds(backend) - db
     load = max(load, os.getloadavg()[0])
     print(
         f"{what}: {wall:.2f} s ({cpu:.2f} s CPU here, {db:.2f} s in PostgreSQL; "
