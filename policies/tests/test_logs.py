@@ -13,6 +13,7 @@ from django.db import connection
 from django.utils import timezone
 
 from oo_ml import logs, partitions, tasks
+from oo_ml.fields import LogJSONField
 from oo_ml.partitions import DAY, LOGS
 from policies import rollups, selectors
 from policies.models import ActivityHour, Decision, Policy, Reward
@@ -304,17 +305,12 @@ def test_export_of_one_policy_and_of_an_empty_range(api, shadow_on):
     assert _export(since=today.isoformat(), until=until, policy="nope") == []
 
 
+# The log's JSON columns, by table: every LogJSONField of its models.
 _LOG_JSON = {
-    "policies_decision": {
-        "candidates",
-        "context",
-        "profile",
-        "features",
-        "estimates",
-        "bonuses",
-        "shared_estimates",
-    },
-    "policies_reward": {"features"},
+    model._meta.db_table: [
+        f.column for f in model._meta.concrete_fields if isinstance(f, LogJSONField)
+    ]
+    for model in (Decision, Reward)
 }
 
 
@@ -342,7 +338,7 @@ def test_the_logs_json_is_kept_as_written_and_exported_as_stored(api, shadow_on)
     assert stored.candidates == weird
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT candidates, {', '.join(_LOG_JSON['policies_decision'])} "
+            f"SELECT candidates, {', '.join(_LOG_JSON[Decision._meta.db_table])} "
             "FROM policies_decision WHERE id = %s",
             [Decision._meta.pk.get_db_prep_value(stored.id, connection)],
         )
@@ -366,6 +362,7 @@ def test_the_logs_json_is_kept_as_written_and_exported_as_stored(api, shadow_on)
             (t, c) for t, columns in _LOG_JSON.items() for c in columns
         }
         assert {kind for _, _, kind in types} == {"json"}
+        assert len(types) == 8
 
 
 @pytest.mark.django_db
