@@ -14,7 +14,7 @@ application = get_wsgi_application()
 # which otherwise walked all of it every few thousand requests (65 ms a pass).
 # A request's own objects are freed by their reference counts; collecting the
 # young generation every 10,000 allocations instead of 700 leaves less to pass
-# over. Together: about 40% less time collecting, and a full pass a fifth as
-# long (docs/performance.md).
+# over. Together: about 40% less time collecting, and full passes a fifth as
+# often and a third as long (docs/performance.md).
 gc.freeze()
 gc.set_threshold(10_000, 20, 20)
