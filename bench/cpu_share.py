@@ -27,6 +27,13 @@ def busy_ticks() -> int:
     return user + nice + system + irq + softirq + steal
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user and system) process ``pid`` of this machine has used:
+    a PostgreSQL backend's, say, read from outside it."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
 def processes() -> dict[int, tuple[int, str, str, int]]:
     """pid -> (ppid, comm, cmdline, utime + stime ticks)."""
     found = {}

@@ -9,7 +9,8 @@ shadow (egreedy-v2, D=12, switched on): two decision rows of about 1.5 KB, with
 5 candidates, their task features, every candidate's vector and estimates, as
 /score writes them. A share of the active decisions (--rewarded, 0.3) gets a
 reward a few minutes later, with the shadow's learned row beside it. The
-payloads come from a pool of real encodings; ids are uuid7s of each row's time.
+payloads come from a pool of real encodings, as /score writes their text; ids
+are uuid7s of each row's time.
 The rows are made by the server itself (INSERT ... SELECT over
 generate_series, one day's partition at a time): no client-side formatting,
 and no round trip per row, so it goes at the speed of the disk. Prints the
@@ -38,6 +39,7 @@ django.setup()
 from django.db import connection  # noqa: E402
 
 from oo_ml import partitions  # noqa: E402
+from oo_ml.db import json_dumps  # noqa: E402
 from oo_ml.partitions import DAY, LOGS  # noqa: E402
 from policies import bandits, rollups  # noqa: E402
 from policies.models import Policy  # noqa: E402
@@ -112,6 +114,12 @@ FROM d JOIN policies_decision s
 """
 
 
+def _text(value) -> str:
+    """A JSON column's text as /score writes it (json columns keep it as is)."""
+    text = json_dumps(value)
+    return text.decode() if isinstance(text, bytes) else text
+
+
 def _payloads(rng: np.random.Generator) -> list[tuple]:
     rows = []
     for k in range(POOL):
@@ -147,13 +155,13 @@ def _payloads(rng: np.random.Generator) -> list[tuple]:
         rows.append(
             (
                 k,
-                json.dumps(candidates),
-                json.dumps(context),
-                json.dumps(profile),
-                json.dumps(x[:, :7].tolist()),
-                json.dumps(x.tolist()),
-                json.dumps(rng.normal(0, 0.3, N_CANDIDATES).tolist()),
-                json.dumps(rng.normal(0, 0.3, N_CANDIDATES).tolist()),
+                _text(candidates),
+                _text(context),
+                _text(profile),
+                _text(x[:, :7].tolist()),
+                _text(x.tolist()),
+                _text(rng.normal(0, 0.3, N_CANDIDATES).tolist()),
+                _text(rng.normal(0, 0.3, N_CANDIDATES).tolist()),
             )
         )
     return rows
@@ -179,9 +187,9 @@ def main() -> None:
     with connection.cursor() as cursor:
         cursor.execute(UUID7_SQL)
         cursor.execute(
-            """CREATE TEMP TABLE bench_payload (k int PRIMARY KEY, candidates jsonb,
-               context jsonb, profile jsonb, features7 jsonb, features12 jsonb,
-               estimates7 jsonb, estimates12 jsonb)"""
+            """CREATE TEMP TABLE bench_payload (k int PRIMARY KEY, candidates json,
+               context json, profile json, features7 json, features12 json,
+               estimates7 json, estimates12 json)"""
         )
         with cursor.cursor.copy("COPY bench_payload FROM STDIN") as copy:
             for row in _payloads(np.random.default_rng(14)):

@@ -33,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+from cpu_share import cpu_seconds
+
 
 def code_dir() -> Path:
     """The checkout whose application code runs: ``--code DIR``, else this one."""
@@ -261,9 +263,7 @@ def backend_cpu(connection) -> float:
     process of this machine: the bench database is local); 0 on SQLite."""
     if connection.vendor != "postgresql":
         return 0.0
-    pid = connection.connection.info.backend_pid
-    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds(connection.connection.info.backend_pid)
 
 
 def main() -> int:
@@ -282,12 +282,12 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=200)
     args = parser.parse_args()
 
-    import django
-
-    django.setup()
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
+
+    # Set up as the web server does (its garbage collector's tuning included).
+    import oo_ml.wsgi  # noqa: F401
 
     if connection.vendor != "postgresql":
         print("warning: not PostgreSQL; set DATABASE_URL to the bench database")
@@ -347,7 +347,8 @@ def main() -> int:
         print(
             f"=== {route}: {plain * 1000:.2f} ms per request, of which "
             f"{cpu * 1000:.2f} ms CPU in this process and {pg * 1000:.2f} ms "
-            f"in its PostgreSQL backend ({profiled * 1000:.2f} ms under cProfile), {args.requests} requests"
+            f"in its PostgreSQL backend ({profiled * 1000:.2f} ms under cProfile), "
+            f"{args.requests} requests"
         )
         out = io.StringIO()
         stats = pstats.Stats(profile, stream=out)

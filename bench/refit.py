@@ -32,6 +32,7 @@ import psycopg  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/oo_ml_bench_refit"
 sys.path.insert(0, str(ROOT / "bench"))
+from cpu_share import cpu_seconds  # noqa: E402
 from profiles_refresh import database_create, django_setup  # noqa: E402
 
 # The vector's column is left out of a load without vectors (NULL), so the
@@ -44,11 +45,16 @@ _DAY = dt.datetime(2026, 12, 1, tzinfo=dt.UTC) - dt.datetime(2000, 1, 1, tzinfo=
 _TEXT = 12 * 10 + 1  # "[" then each number as "0.dddddd, ", the last "]" not ","
 
 
-def _rows(policy_id: int, start: int, xs: np.ndarray, rewards: np.ndarray, vectors):
+def _rows(
+    policy_id: int, start: int, xs: np.ndarray, rewards: np.ndarray, vectors, jsonb
+):
     """COPY's binary rows of ``COLUMNS``, built by numpy: each number in the
-    JSON written with six decimals, as the vector holds it exactly."""
+    JSON written with six decimals, as the vector holds it exactly. A ``json``
+    column's binary form is its text; a ``jsonb`` one's (``jsonb``, a schema
+    from before the log kept its JSON as text) has a version byte in front."""
     n = len(xs)
     vector = [("x_length", ">i4"), ("x", "<f8", (12,))] if vectors else []
+    version = [("jsonb_version", "u1")] if jsonb else []
     row = np.dtype(
         [
             ("fields", ">i2"),
@@ -61,7 +67,7 @@ def _rows(policy_id: int, start: int, xs: np.ndarray, rewards: np.ndarray, vecto
             ("reward_length", ">i4"),
             ("reward", ">f8"),
             ("features_length", ">i4"),
-            ("jsonb_version", "u1"),
+            *version,
             ("text", f"S{_TEXT}"),
             *vector,
             ("learned_length", ">i4"),
@@ -90,7 +96,9 @@ def _rows(policy_id: int, start: int, xs: np.ndarray, rewards: np.ndarray, vecto
     text[:, :, 8] = ord(",")
     text[:, -1, 8], text[:, -1, 9] = ord("]"), ord(" ")
     text = np.concatenate([np.full((n, 1), ord("[")), text.reshape(n, 120)], axis=1)
-    rows["features_length"], rows["jsonb_version"] = 1 + _TEXT, 1
+    rows["features_length"] = len(version) + _TEXT
+    if jsonb:
+        rows["jsonb_version"] = 1
     rows["text"] = text.astype("u1").view(f"S{_TEXT}")[:, 0]
     if vectors:
         rows["x_length"], rows["x"] = 96, millionths / 1e6
@@ -109,6 +117,11 @@ def rewards_load(
     JSON)."""
     rng = np.random.default_rng(seed)
     with psycopg.connect(url) as conn, conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT atttypid = 'jsonb'::regtype FROM pg_attribute "
+            "WHERE attrelid = 'policies_reward'::regclass AND attname = 'features'"
+        )
+        (jsonb,) = cursor.fetchone()
         for start in range(0, n, 100_000):
             size = min(100_000, n - start)
             xs = rng.uniform(size=(size, 12))
@@ -119,24 +132,18 @@ def rewards_load(
                 + ") FROM STDIN (FORMAT BINARY)"
             ) as copy:
                 copy.write(b"PGCOPY\n\xff\r\n\x00" + bytes(8))
-                copy.write(_rows(policy_id, start, xs, rewards, vectors))
+                copy.write(_rows(policy_id, start, xs, rewards, vectors, jsonb))
                 copy.write(b"\xff\xff")
         conn.commit()
-
-
-def _backend_cpu(pid: int) -> float:
-    """CPU seconds the PostgreSQL backend ``pid`` (on this machine) has used."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _timed(what: str, refit, backend: int):
     """Run ``refit`` and print what it cost."""
     load = os.getloadavg()[0]
-    wall, cpu, db = time.perf_counter(), time.process_time(), _backend_cpu(backend)
+    wall, cpu, db = time.perf_counter(), time.process_time(), cpu_seconds(backend)
     model = refit()
     wall = time.perf_counter() - wall
-    cpu, db = time.process_time() - cpu, _backend_cpu(backend) - db
+    cpu, db = time.process_time() - cpu, cpu_seconds(backend) - db
     load = max(load, os.getloadavg()[0])
     print(
         f"{what}: {wall:.2f} s ({cpu:.2f} s CPU here, {db:.2f} s in PostgreSQL; "

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.backends.signals import connection_created
 from django.db.models.signals import post_migrate
 
 
@@ -12,6 +13,14 @@ def _partitions_ahead(sender, using: str = "default", **kwargs) -> None:
         log_partitions_ensure()
 
 
+def _json_as_text(sender, connection, **kwargs) -> None:
+    """Every PostgreSQL connection loads ``json`` as text (oo_ml.fields)."""
+    if connection.vendor == "postgresql":
+        from oo_ml.fields import json_as_text
+
+        json_as_text(connection.connection.adapters)
+
+
 class OoMlConfig(AppConfig):
     name = "oo_ml"
     verbose_name = "oo_ml"
@@ -19,3 +28,4 @@ class OoMlConfig(AppConfig):
     def ready(self) -> None:
         # Once per migrate (sent for each app: this one only).
         post_migrate.connect(_partitions_ahead, sender=self)
+        connection_created.connect(_json_as_text)

@@ -18,6 +18,8 @@ from django.db import connection, models
 from django.db.backends.utils import CursorWrapper
 from psycopg.types.json import Jsonb
 
+from oo_ml.fields import LogJSONField, as_json
+
 
 def json_dumps(value) -> bytes | str:
     """JSON columns on the hot path: orjson writes a decision's candidates,
@@ -76,7 +78,8 @@ def _prep(field: models.Field, value):
         and field.encoder is None
         and connection.vendor == "postgresql"
     ):
-        return Jsonb(value, dumps=json_dumps)
+        value = Jsonb(value, dumps=json_dumps)
+        return as_json(value) if isinstance(field, LogJSONField) else value
     return field.get_db_prep_save(value, connection)
 
 

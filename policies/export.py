@@ -5,7 +5,8 @@ Vowpal Wabbit's contextual-bandit formats and Open Bandit Pipeline's logged
 feedback (action, reward, pscore, context) are built from.
 
 The database writes every line itself: one statement concatenates the
-decision's columns (its JSON columns as it stores them) with its policy's name
+decision's columns (its JSON columns' stored text, copied: they are
+PostgreSQL ``json``, oo_ml.fields) with its policy's name
 and its rewards' sum, first time and count into the line, and Python only
 passes the text on. On PostgreSQL the statement streams out through COPY, one
 message per line as the server makes it (no cursor round trips, and a
@@ -97,13 +98,25 @@ def _sql(vendor: str, with_policy: bool) -> str:
         ("rewarded_at", _unless_unrewarded(time("r.first_at"))),
         ("rewards", "CAST(COALESCE(r.n, 0) AS TEXT)"),
     ]
-    line = " || ',' || ".join(f"""'"{name}":' || {value}""" for name, value in fields)
+    # Each field's key (after the brace or a comma) and its value, none NULL.
+    pieces = []
+    for i, (name, value) in enumerate(fields):
+        before = "{" if i == 0 else ","
+        pieces += [f"""'{before}"{name}":'""", value]
+    pieces.append("'}'")
+    # One concat() writes the line into one buffer; a chain of || copies the
+    # growing line again at every piece (a tenth of PostgreSQL's time for the
+    # statement). SQLite has concat() only from 3.44: it keeps the chain.
+    if vendor == "postgresql":
+        line = f"concat({', '.join(pieces)})"
+    else:
+        line = " || ".join(pieces)
     policy = " AND d.policy_id = %s" if with_policy else ""
     # The rewards' bounds: the decisions' ids, and a day before the range's
     # start (as reward_apply's check) for their time, which the reward log is
     # partitioned by.
     return f"""
-        SELECT '{{' || {line} || '}}'
+        SELECT {line}
         FROM {_DECISION} d
         JOIN {_POLICY} p ON p.id = d.policy_id
         LEFT JOIN (

@@ -5,6 +5,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from oo_ml.fields import LogJSONField
 from oo_ml.models import CreatedModel, TimeStampedModel, uuid7
 from policies import bandits, stats
 
@@ -144,12 +145,12 @@ class Decision(CreatedModel):
     )
     role = models.CharField(max_length=16, choices=Role.choices)
     user_id = models.CharField(max_length=128)
-    candidates = models.JSONField()
-    context = models.JSONField()
-    profile = models.JSONField()
-    features = models.JSONField(help_text="The encoded vector of every candidate.")
-    estimates = models.JSONField(help_text="theta . x for every candidate.")
-    bonuses = models.JSONField(
+    candidates = LogJSONField()
+    context = LogJSONField()
+    profile = LogJSONField()
+    features = LogJSONField(help_text="The encoded vector of every candidate.")
+    estimates = LogJSONField(help_text="theta . x for every candidate.")
+    bonuses = LogJSONField(
         null=True, help_text="LinUCB confidence bonus per candidate."
     )
     pick_index = models.PositiveSmallIntegerField()
@@ -159,7 +160,7 @@ class Decision(CreatedModel):
     exploring = models.BooleanField()
     # A hybrid policy: the shared model it used, and its part of each estimate.
     model_version = models.PositiveIntegerField(null=True, blank=True)
-    shared_estimates = models.JSONField(
+    shared_estimates = LogJSONField(
         null=True, blank=True, help_text="The shared model's part of each estimate."
     )
 
@@ -203,7 +204,7 @@ class Reward(CreatedModel):
     fingerprint = models.CharField(
         max_length=64, help_text="Digest of the request: a replay must match it."
     )
-    features = models.JSONField(help_text="The vector the update used.")
+    features = LogJSONField(help_text="The vector the update used.")
     # The same numbers, for a hybrid policy's rows only: what its shared
     # model's refit reads, millions at a time, where decoding the JSON's
     # decimals (in PostgreSQL or in Python) cost most of a refit.

@@ -304,12 +304,15 @@ def _vector(
     features: Mapping[str, Any],
     day_of_week: int,
     profile: Mapping[str, Any],
+    encoded: dict[int, np.ndarray],
 ) -> np.ndarray:
     """``policy``'s encoding of the rewarded candidate (docs/features.md).
 
     The deciding policy's is the vector it logged. Any other policy encodes the
     candidate in the context and profile the decision logged; without a
-    decision, every policy encodes the body in its own dimension.
+    decision, every policy encodes the body in its own dimension. An encoding
+    depends on nothing else, so ``encoded`` keeps each dimension's for the
+    next policy of that dimension.
     """
     if decision is not None and index is not None:
         if policy.id == decision.policy_id:
@@ -320,13 +323,15 @@ def _vector(
         profile = decision.profile
     else:
         hour = features["hour_of_day"]
-    return bandits.encode(
-        [features],
-        hours=[hour],
-        day_of_week=day_of_week,
-        profile=profile,
-        dimension=policy.dimension,
-    )[0]
+    if policy.dimension not in encoded:
+        encoded[policy.dimension] = bandits.encode(
+            [features],
+            hours=[hour],
+            day_of_week=day_of_week,
+            profile=profile,
+            dimension=policy.dimension,
+        )[0]
+    return encoded[policy.dimension]
 
 
 def reward_apply(
@@ -405,6 +410,7 @@ def reward_apply(
             if decision is not None and settings.REWARD_AGGREGATION == "first":
                 _already_rewarded(decision, cursor)
             rows, updates = [], []
+            encoded: dict[int, np.ndarray] = {}  # one encoding per dimension
             for state in states:
                 x = _vector(
                     policy=state.policy,
@@ -413,6 +419,7 @@ def reward_apply(
                     features=features,
                     day_of_week=day_of_week,
                     profile=profile,
+                    encoded=encoded,
                 )
                 a, b = bandits.update(state.a, state.b, x, reward)
                 own = state is target

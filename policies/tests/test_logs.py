@@ -13,6 +13,7 @@ from django.db import connection
 from django.utils import timezone
 
 from oo_ml import logs, partitions, tasks
+from oo_ml.fields import LogJSONField
 from oo_ml.partitions import DAY, LOGS
 from policies import rollups, selectors
 from policies.models import ActivityHour, Decision, Policy, Reward
@@ -302,6 +303,66 @@ def test_export_of_one_policy_and_of_an_empty_range(api, shadow_on):
     assert len(shadow) == 2 and {line["policy"] for line in shadow} == {"egreedy-v2"}
     assert before == []
     assert _export(since=today.isoformat(), until=until, policy="nope") == []
+
+
+# The log's JSON columns, by table: every LogJSONField of its models.
+_LOG_JSON = {
+    model._meta.db_table: [
+        f.column for f in model._meta.concrete_fields if isinstance(f, LogJSONField)
+    ]
+    for model in (Decision, Reward)
+}
+
+
+@pytest.mark.django_db
+def test_the_logs_json_is_kept_as_written_and_exported_as_stored(api, shadow_on):
+    """The log's JSON columns are PostgreSQL ``json`` (oo_ml.fields): the text
+    the writer sent is what is stored, raw statements read it as text, the ORM
+    decodes it, and the export passes that very text on."""
+    _traffic(api, ["u1"], rounds=1)
+    weird = [{"z": 1, "id": "x", "a": [0.1, 1e-05, 2.5e300]}]  # key order kept
+    Decision.objects.filter(role="shadow").update(candidates=weird)
+    today = partitions.day_start(timezone.now())
+    out = io.StringIO()
+    call_command(
+        "export_log",
+        since=today.isoformat(),
+        until=(today + DAY).isoformat(),
+        stdout=out,
+        stderr=io.StringIO(),
+    )
+    lines = out.getvalue().splitlines()
+
+    assert len(lines) == 2
+    stored = Decision.objects.get(role="shadow")
+    assert stored.candidates == weird
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT candidates, {', '.join(_LOG_JSON[Decision._meta.db_table])} "
+            "FROM policies_decision WHERE id = %s",
+            [Decision._meta.pk.get_db_prep_value(stored.id, connection)],
+        )
+        texts = cursor.fetchone()
+    assert all(value is None or isinstance(value, str) for value in texts)
+    assert json.loads(texts[0]) == weird
+    line = next(line for line in lines if str(stored.id) in line)
+    assert f'"candidates":{texts[0]},' in line
+    assert json.loads(line)["candidates"] == weird
+    if connection.vendor == "postgresql":
+        assert texts[0] == json.dumps(weird)  # the ORM's writer, verbatim
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT table_name, column_name, data_type FROM "
+                "information_schema.columns WHERE table_name = ANY(%s) "
+                "AND data_type IN ('json', 'jsonb')",
+                [list(_LOG_JSON)],
+            )
+            types = cursor.fetchall()
+        assert {(t, c) for t, c, _ in types} == {
+            (t, c) for t, columns in _LOG_JSON.items() for c in columns
+        }
+        assert {kind for _, _, kind in types} == {"json"}
+        assert len(types) == 8
 
 
 @pytest.mark.django_db
