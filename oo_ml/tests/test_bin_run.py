@@ -83,7 +83,7 @@ def test_stopping_make_run_a_second_after_it_answers_stops_its_worker(tmp_path, 
     script = bin_run_start(env, log)
     try:
         _wait(lambda: _healthy(port), 120, "bin/run never answered /health")
-        assert len(_tagged(tag)) >= 3  # bin/run, gunicorn, the worker, ...
+        assert len(_tagged(tag)) >= 3  # bin/run, the server, the worker, ...
         time.sleep(1)
 
         stop(script)
@@ -91,8 +91,10 @@ def test_stopping_make_run_a_second_after_it_answers_stops_its_worker(tmp_path, 
 
         # A Ctrl-C reaches the server through bin/run alone, so its workers stop
         # at once rather than after their 30 s graceful timeout.
+        # bin/run ends the server's and the worker's groups at once and kills
+        # what is left after 10 s; the rest is start-up slack on a slow machine.
         assert script.wait(timeout=30) != 0
-        assert time.monotonic() - stopping < 15
+        assert time.monotonic() - stopping < 25
         _wait(lambda: not _tagged(tag), 15, f"left running: {_tagged(tag)}")
     finally:
         for pid in _tagged(tag):  # whatever a failure left
