@@ -128,10 +128,11 @@ def simulate(
     user_stop: int,
     n_rounds: int,
     n_candidates: int,
-    n_users: int | None = None,
+    n_users: int,
 ) -> Events:
     """Run ``policies`` on users [user_start, user_stop) of a run of ``n_users``
-    (default: ``user_stop``) for ``n_rounds`` rounds.
+    for ``n_rounds`` rounds. (The run's size is asked for, not assumed: a
+    hybrid policy's population block depends on it.)
 
     The result depends only on the seed, the rounds and candidates, and the run's
     size: each user's events are the same in any range, a hybrid policy's
@@ -150,7 +151,7 @@ def simulate(
         parts.append((events, others))
     if hybrid:
         specs = [policies[p] for p in hybrid]
-        for start, stop in _blocks(user_start, user_stop, n_users or user_stop):
+        for start, stop in _blocks(user_start, user_stop, n_users):
             events = _simulate(
                 policies=specs, user_start=start, user_stop=stop, **common
             )

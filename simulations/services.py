@@ -30,6 +30,7 @@ from django.utils import timezone
 from oo_ml.errors import Conflict, InvalidInput, Unavailable
 from oo_ml.idempotency import fingerprint
 from oo_ml.llm import LlmUnavailable, llm_client, llm_config, llm_off_reason
+from policies import bandits
 from policies.models import Policy
 from profiles import inference
 from simulations import engine, llm_judge, tasks
@@ -126,6 +127,25 @@ def _policy_specs(names: list[str]) -> list[dict]:
             f"No policy named {', '.join(map(repr, missing))}.", field="policies"
         )
     return [policy_spec(found[n]) for n in names]
+
+
+def _hybrid_block_fits(specs: list[dict], values: dict) -> None:
+    """A chunk simulates a hybrid policy over the whole population block of its
+    users (``simulations.engine``), however few they are: that block, not the
+    chunk, must fit one worker (``MAX_CHUNK_CELLS``)."""
+    if not any(spec["algorithm"] == bandits.HYBRID for spec in specs):
+        return
+    n_rounds, n_candidates = values["n_rounds"], values["n_candidates"]
+    block = min(engine.POPULATION_USERS, values["n_users"])
+    if block * n_rounds * n_candidates > MAX_CHUNK_CELLS:
+        raise InvalidInput(
+            f"A hybrid policy learns from blocks of {block:,} users, each "
+            f"simulated whole by every chunk that holds one of them: {block:,} "
+            f"users x {n_rounds:,} rounds x {n_candidates} candidates is too large "
+            f"for one worker (at most {MAX_CHUNK_CELLS:,} in all): use fewer "
+            "rounds or candidates.",
+            field="n_rounds",
+        )
 
 
 def judge_names() -> tuple[str, ...]:
@@ -287,6 +307,7 @@ def run_create(
     policies, n_users = values["policies"], values["n_users"]
     judge_model = _judge_model(judge)
     specs = _policy_specs(policies)
+    _hybrid_block_fits(specs, values)
     chunk_users = values["chunk_users"]
     chunks = math.ceil(n_users / chunk_users)
     if actor is not None and actor.pk:

@@ -23,7 +23,10 @@ RANDOM = engine.PolicySpec("uniform", "egreedy", 7, {"epsilon": 1.0})
 HYBRID = engine.PolicySpec("hybrid-v1", "hybrid", 12, HYBRID_V1["params"])
 
 
-def run(policies=(V1, V2, UCB), *, seed=42, start=0, stop=20, rounds=15, n=5):
+def run(
+    policies=(V1, V2, UCB), *, seed=42, start=0, stop=20, rounds=15, n=5, users=None
+):
+    """Users [start, stop) of a run of ``users`` (default: ``stop``)."""
     return engine.simulate(
         policies=list(policies),
         judge=JUDGES["rule"],
@@ -32,6 +35,7 @@ def run(policies=(V1, V2, UCB), *, seed=42, start=0, stop=20, rounds=15, n=5):
         user_stop=stop,
         n_rounds=rounds,
         n_candidates=n,
+        n_users=users or stop,
     )
 
 
@@ -242,6 +246,7 @@ def test_a_judge_without_expected_rewards_leaves_them_empty():
         user_stop=4,
         n_rounds=3,
         n_candidates=5,
+        n_users=4,
     )
     assert np.isnan(events.expected_reward).all()
     assert np.isnan(events.oracle_reward).all()

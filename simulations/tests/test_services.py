@@ -145,6 +145,17 @@ def test_a_chosen_chunk_size_is_held_to_the_limits_of_a_given_one():
     assert error.value.field == "chunk_users"
 
 
+def test_a_hybrid_policy_s_whole_block_must_fit_one_worker_whatever_the_chunk():
+    # 1,000 users x 10,000 rounds x 5 candidates: chunks of 3 users fit, but each
+    # simulates the hybrid policy over its block of 1,000 (5e7 cells, cap 2e7).
+    sizes = dict(n_users=1_000, n_rounds=10_000, n_candidates=5, chunk_users=3)
+    assert create(policies=["egreedy-v1"], **sizes).chunk_users == 3
+    with pytest.raises(InvalidInput, match="blocks of 1,000 users") as error:
+        create(policies=["egreedy-v1", "hybrid-v1"], **sizes)
+    assert error.value.field == "n_rounds"
+    assert Run.objects.filter(policies__contains=["hybrid-v1"]).count() == 0
+
+
 def test_every_problem_of_a_run_s_parameters_is_found_at_once():
     values, problems = services.run_parameters(
         {"policies": [], "judge": "rule", "n_users": 0, "n_rounds": 5, "seed": -1}
@@ -182,6 +193,7 @@ def test_stored_events_are_the_engines_whatever_the_chunking():
         user_stop=7,
         n_rounds=6,
         n_candidates=5,
+        n_users=7,
     )
     rows = stored(run)
     np.testing.assert_array_equal(rows["reward"], events.reward)
@@ -236,6 +248,7 @@ def test_events_write_by_insert_stores_what_copy_stores():
         user_stop=4,
         n_rounds=3,
         n_candidates=5,
+        n_users=4,
     )
     runs = [create(policies=["egreedy-v1"]), create(policies=["egreedy-v1"])]
     services.events_write(
