@@ -7,8 +7,9 @@ form on the way in and prints every number again on the way out, which was
 most of the export's time (docs/performance.md, "Logs at scale"); ``json``
 checks the text on the way in and hands it back unchanged. What ``json`` lacks
 is what the log never asks of these columns: equality (no DISTINCT, GROUP BY or
-UNIQUE over them) and the containment and key operators (``@>``, ``?``); the
-``->`` and ``->>`` operators work on both.
+UNIQUE over them) and the containment and key operators (``@>``, ``?``). So the
+ORM filters on these fields only with ``isnull``, and reads keys only in
+``values()``; in raw SQL ``->`` and ``->>`` work on both types.
 """
 
 from __future__ import annotations

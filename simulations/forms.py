@@ -46,8 +46,8 @@ class RunStartForm(forms.Form):
         required=False,
         widget=_number(min=1, placeholder="chosen"),
         help_text="Each chunk is one task for a worker. Left empty, chosen from the "
-        "run's size so that the progress moves every second or two. The results "
-        "do not depend on it.",
+        "run's size so that the progress moves every second or two. With the rule "
+        "judge the results do not depend on it.",
     )
 
     def __init__(self, *args, **kwargs):

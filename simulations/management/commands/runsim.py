@@ -54,7 +54,8 @@ class Command(BaseCommand):
             "--chunk-users",
             type=int,
             help="users per chunk (default: chosen from the run's size, a second "
-            "or two of work each, at most 2,000; the results do not depend on it)",
+            "or two of work each, at most 2,000; with the rule judge the results do "
+            "not depend on it)",
         )
         parser.add_argument(
             "--workers",
