@@ -382,3 +382,69 @@ def test_uuid7_bounds_order_as_their_times():
     inside = uuid7(at)
     assert partitions.uuid7_floor(at) <= inside < partitions.uuid7_floor(at + DAY)
     assert partitions.uuid7_floor(at - DAY) < partitions.uuid7_floor(at)
+
+
+def _log_json_types() -> set[str]:
+    """The types of the logs' JSON columns, on every partition and the parents."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT c.data_type FROM information_schema.columns c "
+            "JOIN pg_inherits i ON i.inhrelid = c.table_name::regclass "
+            "WHERE c.column_name = ANY(%s) AND i.inhparent = ANY(%s::regclass[]) "
+            "UNION SELECT data_type FROM information_schema.columns "
+            "WHERE table_name = ANY(%s) AND column_name = ANY(%s)",
+            [
+                _LOG_JSON[Decision._meta.db_table],
+                list(_LOG_JSON),
+                list(_LOG_JSON),
+                _LOG_JSON[Decision._meta.db_table],
+            ],
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _log_json_values() -> dict:
+    return {
+        d.id: [getattr(d, f.name) for f in Decision._meta.concrete_fields]
+        for d in Decision.objects.all()
+    } | {("reward", r.id): r.features for r in Reward.objects.all()}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_json_migration_keeps_every_logged_value_forward_and_back(
+    registry, api, shadow_on
+):
+    """policies.0009 retypes the logs' JSON columns on every partition, the
+    default one included, and back, and every value reads the same after."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    before = [("policies", "0008_reward_vector")]
+    after = [("policies", "0009_log_json_text")]
+    try:
+        MigrationExecutor(connection).migrate(before)
+        _traffic(api, ["u1", "u2"], rounds=2)  # the current code, on jsonb columns
+        table = Decision._meta.db_table
+        columns = ", ".join(
+            f.column for f in Decision._meta.concrete_fields if not f.primary_key
+        )
+        with connection.cursor() as cursor:  # one row past the made partitions
+            cursor.execute(
+                f"INSERT INTO {table} (id, {columns}) SELECT %s, {columns} "
+                f"FROM {table} LIMIT 1",
+                [partitions.uuid7_floor(timezone.now() + 400 * DAY)],
+            )
+            cursor.execute(f"SELECT count(*) FROM {table}_default")
+            assert cursor.fetchone()[0] == 1
+        logged = _log_json_values()
+        assert len(logged) > 5 and _log_json_types() == {"jsonb"}
+
+        MigrationExecutor(connection).migrate(after)
+        assert _log_json_types() == {"json"}
+        assert _log_json_values() == logged
+
+        MigrationExecutor(connection).migrate(before)
+        assert _log_json_types() == {"jsonb"}
+        assert _log_json_values() == logged
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
