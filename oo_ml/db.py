@@ -16,9 +16,9 @@ from collections.abc import Iterable, Mapping, Sequence
 import orjson
 from django.db import connection, models
 from django.db.backends.utils import CursorWrapper
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Json, Jsonb
 
-from oo_ml.fields import LogJSONField, as_json
+from oo_ml.fields import LogJSONField
 
 
 def json_dumps(value) -> bytes | str:
@@ -78,8 +78,9 @@ def _prep(field: models.Field, value):
         and field.encoder is None
         and connection.vendor == "postgresql"
     ):
-        value = Jsonb(value, dumps=json_dumps)
-        return as_json(value) if isinstance(field, LogJSONField) else value
+        # The log's fields take ``json`` (oo_ml.fields), the others ``jsonb``.
+        wrap = Json if isinstance(field, LogJSONField) else Jsonb
+        return wrap(value, dumps=json_dumps)
     return field.get_db_prep_save(value, connection)
 
 
