@@ -111,7 +111,8 @@ def test_the_home_page_has_the_start_form_and_every_run_with_a_progress_bar(staf
     runs = staff.get("/admin/simulations/run/")
     assert runs.status_code == 200
     # The run list leads to the start form: a newcomer lands there from "Runs".
-    assert '<a href="/admin/simulations/#start">Start a run</a>' in runs.content.decode()
+    start = '<a href="/admin/simulations/#start">Start a run</a>'
+    assert start in runs.content.decode()
 
 
 def test_the_run_list_filters_by_status_and_judge_and_finds_a_run_by_id(staff):
