@@ -16,9 +16,22 @@ from collections.abc import Iterable, Mapping, Sequence
 import orjson
 from django.db import connection, models
 from django.db.backends.utils import CursorWrapper
+from psycopg import _queries as psycopg_queries
 from psycopg.types.json import Json, Jsonb
 
 from oo_ml.fields import LogJSONField
+
+# psycopg turns a statement's %s placeholders into PostgreSQL's $n with a regular
+# expression, and keeps the result per statement text, but only for statements
+# of at most 50 parameters. /reward's one write (each learner's reward row, its
+# roll-up and its state: 72 parameters for three learners) and /score's insert
+# beside a shadow (54) were parsed again on every request, about a tenth of
+# /reward's CPU (docs/performance.md). The hot path's statements are few, one
+# per number of policies; the cache keeps its 128 entries and its cap on a
+# statement's length (4,096 characters), so what it holds stays small.
+psycopg_queries.MAX_CACHED_STATEMENT_PARAMS = max(
+    psycopg_queries.MAX_CACHED_STATEMENT_PARAMS, 1_000
+)
 
 
 def json_dumps(value) -> bytes | str:
