@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 
 import orjson
-from django.db import connection, models
+from django.db import connection, models, transaction
 from django.db.backends.utils import CursorWrapper
 from psycopg import _queries as psycopg_queries
 from psycopg.types.json import Json, Jsonb
@@ -54,6 +54,18 @@ def _cursor(cursor: CursorWrapper | None):
     else:
         with connection.cursor() as new:
             yield new
+
+
+def recoverable():
+    """A block whose database error the caller handles and goes on from.
+
+    Inside a transaction, a savepoint: a failed statement would otherwise abort
+    the rest of it. Outside one (autocommit), nothing: the failed statement
+    ended alone, and a savepoint's BEGIN and COMMIT would cost two round trips.
+    """
+    if connection.in_atomic_block:
+        return transaction.atomic()
+    return contextlib.nullcontext()
 
 
 def rows_insert(

@@ -24,7 +24,7 @@ from policies.serializers import (
     ToggleInput,
     record_serializer,
 )
-from profiles.services import profile_features_for_scoring
+from profiles.services import SCORING_PROFILE
 
 SCORE_INPUT = ScoreInput()
 REWARD_INPUT = RewardInput()
@@ -82,7 +82,7 @@ class ScoreApi(JsonApi):
             profile=data["profile_features"],
             rng=request_rng(),
             policy_name=name or self.policy_name,
-            stored_profile=profile_features_for_scoring,
+            stored_profile=SCORING_PROFILE,
         )
         return Response(decision_answer(decision))
 

@@ -67,16 +67,22 @@ _LATEST_SHARED = f"""(
 _SCORING_SQL = f"""
     SELECT {POLICY_COLUMNS}, s.a_bytes, s.b_bytes, ({{which}}) AS scores,
         {_LATEST_SHARED.format(column="version")},
-        {_LATEST_SHARED.format(column="weights_bytes")}
+        {_LATEST_SHARED.format(column="weights_bytes")}{{with_columns}}
     FROM {_POLICY} p
-    LEFT JOIN {_STATE} s ON s.policy_id = p.id AND s.user_id = %(user)s
+    LEFT JOIN {_STATE} s ON s.policy_id = p.id AND s.user_id = %(user)s{{with_join}}
     WHERE ({{which}}) OR p.learns_live
     ORDER BY ({{which}}) DESC, p.role = %(active)s DESC, p.name
 """
-_SCORING_ACTIVE_AND_SHADOWS_SQL = _SCORING_SQL.format(
-    which="p.role = %(active)s OR (p.role = %(shadow)s AND p.enabled)"
-)
-_SCORING_NAMED_SQL = _SCORING_SQL.format(which="p.name = %(name)s")
+_ACTIVE_AND_SHADOWS = "p.role = %(active)s OR (p.role = %(shadow)s AND p.enabled)"
+_NAMED = "p.name = %(name)s"
+
+
+@functools.lru_cache(maxsize=16)
+def _scoring_sql(which: str, with_row: str | None) -> str:
+    if with_row is None:
+        return _SCORING_SQL.format(which=which, with_columns="", with_join="")
+    join = f" LEFT JOIN ({with_row}) w ON 1 = 1"
+    return _SCORING_SQL.format(which=which, with_columns=", w.*", with_join=join)
 
 
 @functools.lru_cache(maxsize=256)
@@ -125,6 +131,11 @@ class ScoringStates:
 
     states: list[LoadedState]
     dimension: int
+    # The row ``with_row`` read beside them (its columns all null: none).
+    with_row: tuple | None = None
+
+
+_STATE_COLUMNS = 5  # what the scoring read has after POLICY_COLUMNS
 
 
 def scoring_states(
@@ -132,26 +143,30 @@ def scoring_states(
     user_id: str,
     policy_name: str | None = None,
     cursor: CursorWrapper | None = None,
+    with_row: str | None = None,
 ) -> ScoringStates:
     """The policies that score a request, each with this user's A and b.
 
     Without a name: the active policy first, then every shadow whose toggle is
     on. One query loads the policies, the user's states, and the policies that
-    learn from live rewards without scoring.
+    learn from live rewards without scoring. ``with_row``, a SELECT of at most
+    one row for ``%(user)s`` (the user's stored profile), rides in that query:
+    a request that needs it makes no other read.
     """
     params = {"user": user_id, "active": Role.ACTIVE}
     if policy_name is None:
-        sql = _SCORING_ACTIVE_AND_SHADOWS_SQL
+        which = _ACTIVE_AND_SHADOWS
         params["shadow"] = Role.SHADOW
     else:
-        sql = _SCORING_NAMED_SQL
+        which = _NAMED
         params["name"] = policy_name
-    rows = fetch_all(sql, params, cursor)
+    rows = fetch_all(_scoring_sql(which, with_row), params, cursor)
     loaded = []
     dimension = 0
+    width = POLICY_WIDTH + _STATE_COLUMNS
     for row in rows:
         policy = policy_from_row(row[:POLICY_WIDTH])
-        a_bytes, b_bytes, scores, version, weights = row[POLICY_WIDTH:]
+        a_bytes, b_bytes, scores, version, weights = row[POLICY_WIDTH:width]
         dimension = max(dimension, policy.dimension)
         if scores:
             a, b = state_from_bytes(a_bytes, b_bytes, policy.dimension)
@@ -162,7 +177,7 @@ def scoring_states(
         if policy_name is None:
             raise NotFound("No policy is active.", field="policy")
         raise NotFound(f"No policy named {policy_name!r}.", field="policy")
-    return ScoringStates(loaded, dimension)
+    return ScoringStates(loaded, dimension, rows[0][width:] if with_row else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -120,17 +120,24 @@ def user_has_events(*, user_id: str) -> bool:
 
 
 _PROFILE = Profile._meta.db_table
-# Read on /score for a policy that uses profiles: plain SQL (see oo_ml/db.py).
-_PROFILE_SQL = (
-    f"SELECT {', '.join(COUNT_FIELDS)}, computed_at FROM {_PROFILE} WHERE user_id = %s"
+# A user's stored counts and when they were recounted, for ``%(user)s``: plain
+# SQL (see oo_ml/db.py). /score reads it in the same statement as the user's
+# bandit states (profiles.services.SCORING_PROFILE); absent, every column is null.
+PROFILE_SQL = (
+    f"SELECT {', '.join(COUNT_FIELDS)}, computed_at FROM {_PROFILE} "
+    "WHERE user_id = %(user)s"
 )
 
 
 def stored_features(*, user_id: str) -> tuple[dict, datetime] | None:
     """The features of the user's stored counts, and when those were last
     recounted from the events; None without a profile."""
-    row = fetch_one(_PROFILE_SQL, [user_id])
-    if row is None:
+    return features_of_row(fetch_one(PROFILE_SQL, {"user": user_id}))
+
+
+def features_of_row(row: Sequence | None) -> tuple[dict, datetime] | None:
+    """``stored_features`` of a row of PROFILE_SQL's columns (all null: none)."""
+    if row is None or row[-1] is None:
         return None
     computed_at = row[-1]
     if timezone.is_naive(computed_at):  # SQLite: stored in UTC, read back naive

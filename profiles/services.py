@@ -411,16 +411,35 @@ def profile_get_fresh(*, user_id: str) -> Profile:
     return profile
 
 
-def profile_features_for_scoring(user_id: str) -> dict[str, float | int | None]:
+@dataclass(frozen=True)
+class ScoringProfile:
     """The stored features /score feeds a profile policy, refreshed if stale.
 
-    One read when fresh; a user with no profile yet gets one computed and stored
-    (all null and zero without events), so the next request is one read again.
+    /score reads ``sql``'s row with the user's bandit states, in one statement
+    (policies.services.decision_make), and ``features`` makes the features of
+    it: no other read when the profile is fresh. A user with no profile yet
+    gets one computed and stored (all null and zero without events), so the
+    next request reads it with the states again.
     """
-    stored = selectors.stored_features(user_id=user_id)
-    if stored is not None:
-        values, computed_at = stored
-        age = (timezone.now() - computed_at).total_seconds()
-        if age <= settings.PROFILE_TTL_SECONDS:
-            return values
-    return profile_refresh(user_id=user_id).features
+
+    sql: str = selectors.PROFILE_SQL
+
+    def features(
+        self, user_id: str, row: Sequence | None
+    ) -> dict[str, float | int | None]:
+        stored = selectors.features_of_row(row)
+        if stored is not None:
+            values, computed_at = stored
+            age = (timezone.now() - computed_at).total_seconds()
+            if age <= settings.PROFILE_TTL_SECONDS:
+                return values
+        return profile_refresh(user_id=user_id).features
+
+
+SCORING_PROFILE = ScoringProfile()
+
+
+def profile_features_for_scoring(user_id: str) -> dict[str, float | int | None]:
+    """SCORING_PROFILE's features of the user, read on their own."""
+    row = fetch_one(SCORING_PROFILE.sql, {"user": user_id})
+    return SCORING_PROFILE.features(user_id, row)

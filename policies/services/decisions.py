@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-from django.db import connection
+from django.db import DatabaseError, connection
+from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
+from oo_ml.db import recoverable
 from oo_ml.models import uuid7
 from policies import bandits, rollups
 from policies.models import Decision
-from policies.selectors import LoadedState, scoring_states
+from policies.selectors import LoadedState, ScoringStates, scoring_states
 
 logger = logging.getLogger(__name__)
 
@@ -67,16 +69,53 @@ def _decision_build(
     )
 
 
-def _stored_or_nothing(
-    stored_profile: Callable[[str], Mapping[str, Any]], user_id: str
-) -> Mapping[str, Any]:
-    """The stored profile, or nothing if reading it fails: the features then
-    take their neutral values, and the answer still comes back (docs/promotion.md)."""
+class StoredProfile(Protocol):
+    """Where /score finds a user's stored profile features (the profiles app,
+    above this one): a SELECT of at most one row for ``%(user)s``, read with
+    the user's states, and the features of the row it read."""
+
+    sql: str
+
+    def features(self, user_id: str, row: Sequence | None) -> Mapping[str, Any]: ...
+
+
+_PROFILE_NAMES = frozenset(bandits.PROFILE_NAMES)
+
+
+def _states_and_profile(
+    *,
+    user_id: str,
+    policy_name: str | None,
+    cursor: CursorWrapper,
+    stored_profile: StoredProfile | None,
+) -> tuple[ScoringStates, Mapping[str, Any]]:
+    """The scoring states, and the stored profile features if a policy of the
+    request reads or logs them (else nothing): one statement reads both.
+
+    If the profile cannot be read or refreshed, the request scores without it:
+    the features take their neutral values, and the answer still comes back
+    (docs/promotion.md).
+    """
+    read = dict(user_id=user_id, policy_name=policy_name, cursor=cursor)
+    if stored_profile is None:
+        return scoring_states(**read), {}
     try:
-        return stored_profile(user_id)
+        with recoverable():
+            scoring = scoring_states(**read, with_row=stored_profile.sql)
+    except DatabaseError:
+        _profile_unavailable(user_id)
+        return scoring_states(**read), {}
+    if scoring.dimension != bandits.PROFILE_DIMENSION:
+        return scoring, {}
+    try:
+        return scoring, stored_profile.features(user_id, scoring.with_row)
     except Exception:
-        logger.exception("stored profile of %s unavailable; scoring without", user_id)
-        return {}
+        _profile_unavailable(user_id)
+        return scoring, {}
+
+
+def _profile_unavailable(user_id: str) -> None:
+    logger.exception("stored profile of %s unavailable; scoring without", user_id)
 
 
 def decision_make(
@@ -87,7 +126,7 @@ def decision_make(
     profile: Mapping[str, Any],
     rng: np.random.Generator,
     policy_name: str | None = None,
-    stored_profile: Callable[[str], Mapping[str, Any]] | None = None,
+    stored_profile: StoredProfile | None = None,
 ) -> Decision:
     """Pick a candidate and log the decision; answers the first policy's decision.
 
@@ -97,24 +136,23 @@ def decision_make(
 
     ``profile`` is what the caller sent. When a policy that reads profile
     features scores, or learns from live rewards, and the caller left some out,
-    ``stored_profile(user_id)`` fills them in: the caller's values win name by
-    name (a null they sent stays null). It is not called otherwise, so a
-    request no such policy needs costs no profile read. The values used are
+    the stored profile fills them in: the caller's values win name by name (a
+    null they sent stays null). It is read with the states, in their statement,
+    unless the caller sent all five. The values used are
     logged with the decision: a policy that learns from its reward later
     encodes the rewarded candidate in them.
     """
     # One cursor for the read and the insert (a cursor's set-up is not free).
     with connection.cursor() as cursor:
-        scoring = scoring_states(
-            user_id=user_id, policy_name=policy_name, cursor=cursor
+        sent_all = profile.keys() >= _PROFILE_NAMES
+        scoring, stored = _states_and_profile(
+            user_id=user_id,
+            policy_name=policy_name,
+            cursor=cursor,
+            stored_profile=None if sent_all else stored_profile,
         )
         states, dimension = scoring.states, scoring.dimension
-        if (
-            stored_profile is not None
-            and dimension == bandits.PROFILE_DIMENSION
-            and not profile.keys() >= set(bandits.PROFILE_NAMES)
-        ):
-            profile = {**_stored_or_nothing(stored_profile, user_id), **profile}
+        profile = {**stored, **profile}
         profile = {name: profile.get(name) for name in bandits.PROFILE_NAMES}
         hour = context["hour_of_day"]
         x_full = bandits.encode(
