@@ -32,20 +32,28 @@ TOGGLE_INPUT = ToggleInput()
 LEARNING_INPUT = LearningInput()
 
 
-_rng: tuple[int, np.random.Generator] | None = None
+_rng: np.random.Generator | None = None
 
 
 def request_rng() -> np.random.Generator:
     """The worker process's generator for live decisions.
 
-    Seeded from the OS once per process (after gunicorn forks, so workers never
-    share a stream): seeding a new one per request read OS entropy every time.
-    numpy's generators lock their state, so threads may share it.
+    Seeded from the OS once per process, and again in a forked child (a server's
+    workers never share a stream): seeding a new one per request read OS entropy
+    every time. numpy's generators lock their state, so threads may share it.
     """
     global _rng
-    if _rng is None or _rng[0] != os.getpid():
-        _rng = (os.getpid(), np.random.default_rng())
-    return _rng[1]
+    if _rng is None:
+        _rng = np.random.default_rng()
+    return _rng
+
+
+def _rng_forget() -> None:
+    global _rng
+    _rng = None
+
+
+os.register_at_fork(after_in_child=_rng_forget)
 
 
 def decision_answer(decision) -> dict:

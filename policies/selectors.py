@@ -74,14 +74,17 @@ _SCORING_SQL = f"""
     ORDER BY ({{which}}) DESC, p.role = %(active)s DESC, p.name
 """
 _ACTIVE_AND_SHADOWS = "p.role = %(active)s OR (p.role = %(shadow)s AND p.enabled)"
+_ACTIVE = "p.role = %(active)s"
 _NAMED = "p.name = %(name)s"
 
 
 @functools.lru_cache(maxsize=16)
-def _scoring_sql(which: str, with_row: str | None) -> str:
+def _scoring_sql(which: str, first: str, with_row: str | None) -> str:
+    """The scoring read; ``with_row``'s columns join the ``first`` policy's row
+    (the first one read), the others' are null."""
     if with_row is None:
         return _SCORING_SQL.format(which=which, with_columns="", with_join="")
-    join = f" LEFT JOIN ({with_row}) w ON 1 = 1"
+    join = f" LEFT JOIN ({with_row}) w ON {first}"
     return _SCORING_SQL.format(which=which, with_columns=", w.*", with_join=join)
 
 
@@ -155,12 +158,12 @@ def scoring_states(
     """
     params = {"user": user_id, "active": Role.ACTIVE}
     if policy_name is None:
-        which = _ACTIVE_AND_SHADOWS
+        which, first = _ACTIVE_AND_SHADOWS, _ACTIVE
         params["shadow"] = Role.SHADOW
     else:
-        which = _NAMED
+        which = first = _NAMED
         params["name"] = policy_name
-    rows = fetch_all(_scoring_sql(which, with_row), params, cursor)
+    rows = fetch_all(_scoring_sql(which, first, with_row), params, cursor)
     loaded = []
     dimension = 0
     width = POLICY_WIDTH + _STATE_COLUMNS

@@ -8,8 +8,10 @@ vector taken from the wrong place all show up as a wrong theta or score.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
+import os
 
 import numpy as np
 import pytest
@@ -334,13 +336,23 @@ def seeded_requests(monkeypatch):
     monkeypatch.setattr(apis, "request_rng", lambda: np.random.default_rng(next(seeds)))
 
 
-def test_live_decisions_share_one_generator_per_process(monkeypatch):
+def test_live_decisions_share_one_generator_per_process():
     first = apis.request_rng()
     assert apis.request_rng() is first
-    # A forked worker has another pid: it must seed its own stream, not inherit
-    # the parent's (which would make every worker explore in lockstep).
-    monkeypatch.setattr(apis.os, "getpid", lambda: -1)
-    assert apis.request_rng() is not first
+    # A forked worker must seed its own stream, not inherit the parent's (which
+    # would make every worker explore in lockstep).
+    parent_next = copy.deepcopy(first).random()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its first draw, and leave at once
+        os.write(write, repr(apis.request_rng().random()).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child_first = float(os.read(read, 64))
+    os.close(read)
+    os.close(write)
+    assert child_first != parent_next
+    assert first.random() == parent_next  # the parent's stream went on as it was
 
 
 @pytest.mark.parametrize(("name", "dim"), EGREEDY)
