@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import numpy as np
@@ -126,7 +125,8 @@ class RewardApi(JsonApi):
             event_id=data["event_id"],
             policy_name=name,
         )
-        return Response(dataclasses.asdict(result))
+        # Its fields hold plain values: no deep copy (dataclasses.asdict's).
+        return Response({name: getattr(result, name) for name in result.__slots__})
 
 
 class StatsApi(JsonApi):
