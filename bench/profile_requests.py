@@ -203,7 +203,7 @@ STEPS = (
     ("policies/services/decisions.py", "decision_make", "services.decision_make"),
     ("policies/services/decisions.py", "_decision_build", "decisions._decision_build"),
     ("policies/services/rewards.py", "reward_apply", "services.reward_apply"),
-    ("policies/services/rewards.py", "_states_lock", "rewards._states_lock"),
+    ("policies/services/rewards.py", "_states_read", "rewards._states_read"),
     ("django/db/models/query.py", "bulk_create", "QuerySet.bulk_create"),
     ("django/db/models/query.py", "create", "QuerySet.create"),
     ("django/db/models/base.py", "save", "Model.save"),

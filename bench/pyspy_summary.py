@@ -51,7 +51,7 @@ STEPS = (
     ("selectors.policy_get_active", r"policy_get_active \(policies/selectors"),
     ("services.decision_make", r"decision_make \(policies/services"),
     ("services.reward_apply", r"reward_apply \(policies/services"),
-    ("rewards._states_lock", r"_states_lock \(policies/services"),
+    ("rewards._states_read", r"_states_read \(policies/services"),
     ("oo_ml.db.rows_insert", r"rows_insert \(oo_ml/db"),
     ("QuerySet.bulk_create", r"bulk_create \(django/db/models/query"),
     ("Model.save", r"save \(django/db/models/base"),

@@ -91,28 +91,30 @@ def _insert_counted(
     rows: Sequence[Decision | Reward],
     counts: Counts,
     cursor: CursorWrapper,
-    also: tuple[str, list] | None = None,
+    then: tuple[str, list] | None = None,
 ) -> None:
-    """Insert ``rows`` and add ``counts`` to the roll-up; ``also``, one more
-    data-modifying statement and its parameters, runs with them (PostgreSQL: in
-    the same statement, as a WITH of its own)."""
+    """Insert ``rows`` and add ``counts`` to the roll-up; ``then``, the end of
+    the statement and its parameters, runs with them. On PostgreSQL it follows
+    the WITH items ``logged`` and ``counted`` (more items and a main statement,
+    or a main statement: data-modifying items run whether or not they are read);
+    elsewhere it is a statement of its own in the same transaction."""
     insert, params = rows_insert_sql(rows)
     upsert, more = upsert_sql(counts)
     if connection.vendor == "postgresql":
-        # A data-modifying WITH runs whether or not it is read.
-        extra, extra_params = also if also else ("", [])
-        if extra:
-            extra = f", also AS ({extra})"
-        cursor.execute(
-            f"WITH logged AS ({insert}){extra} {upsert}",
-            [*params, *extra_params, *more],
-        )
+        if then is None:
+            cursor.execute(f"WITH logged AS ({insert}) {upsert}", [*params, *more])
+        else:
+            tail, tail_params = then
+            cursor.execute(
+                f"WITH logged AS ({insert}), counted AS ({upsert}){tail}",
+                [*params, *more, *tail_params],
+            )
     else:
         with transaction.atomic():
             cursor.execute(insert, params)
             cursor.execute(upsert, more)
-            if also:
-                cursor.execute(*also)
+            if then:
+                cursor.execute(*then)
 
 
 def reward_counts(rewards: Iterable[Reward]) -> Counts:
@@ -130,11 +132,11 @@ def reward_counts(rewards: Iterable[Reward]) -> Counts:
 def rewards_insert(
     rewards: Sequence[Reward],
     cursor: CursorWrapper,
-    also: tuple[str, list] | None = None,
+    then: tuple[str, list] | None = None,
 ) -> None:
     """Insert reward rows and count them, in one statement on PostgreSQL, with
-    ``also`` (the learners' state updates) in it."""
-    _insert_counted(rewards, reward_counts(rewards), cursor, also)
+    ``then`` (the learners' state updates) in it."""
+    _insert_counted(rewards, reward_counts(rewards), cursor, then)
 
 
 def _aware(at: dt.datetime | str) -> dt.datetime:

@@ -3,19 +3,20 @@ from one, under row locks on the user's states; each update is logged."""
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
-from oo_ml.db import fetch_all, fetch_one, for_update, names_lock
+from oo_ml.db import fetch_all, fetch_one, for_update, names_lock, recoverable
 from oo_ml.errors import Conflict, InvalidInput, NotFound
 from oo_ml.idempotency import fingerprint as request_fingerprint
 from oo_ml.idempotency import previous_or_conflict
@@ -92,11 +93,12 @@ _STATE = BanditState._meta.db_table
 _POLICY = Policy._meta.db_table
 _REWARD = Reward._meta.db_table
 # The reward hot path is plain SQL: see oo_ml/db.py for why. One statement finds
-# the policies a reward trains and locks the user's states under them, in one
-# order (by policy id), and counts the policies, so a missing state shows.
-_STATES_LOCK_SQL = f"""
+# the policies a reward trains and reads the user's states under them, in one
+# order (by policy id), with each row's version (PostgreSQL's xmin: any update
+# makes a new one), and counts the policies, so a missing state shows.
+_STATES_SQL = f"""
     SELECT {POLICY_COLUMNS}, s.id, s.a_bytes, s.b_bytes, s.reward_count,
-        s.cumulative_reward,
+        s.cumulative_reward, {{version}},
         (SELECT COUNT(*) FROM {_POLICY} p WHERE {{which}})
     FROM {_STATE} s JOIN {_POLICY} p ON p.id = s.policy_id
     WHERE s.user_id = %(user)s AND ({{which}})
@@ -114,22 +116,71 @@ _STATE_UPDATE_SQL = f"""
         cumulative_reward = cumulative_reward + %s, updated_at = %s
     WHERE id = %s
 """
-# PostgreSQL: every learner's state in one statement, which rides in the reward
-# rows' insert. The rows are locked already: the order of the updates is free.
+# PostgreSQL: every learner's state in one statement, which ends the reward
+# rows' insert. Under the rows' locks, the order of the updates is free.
 _STATES_UPDATE_SQL = f"""
     UPDATE {_STATE} AS s
     SET a_bytes = v.a, b_bytes = v.b, reward_count = s.reward_count + 1,
         cumulative_reward = s.cumulative_reward + v.r, updated_at = v.t
-    FROM (VALUES {{rows}}) AS v(a, b, r, t, id) WHERE s.id = v.id
+    FROM (VALUES {{rows}}) AS v(a, b, r, t, id, version){{held}}
+    WHERE s.id = v.id{{unmoved}}
 """
-_STATES_UPDATE_ROW = "(%s::bytea, %s::bytea, %s::float8, %s::timestamptz, %s::bigint)"
+_STATES_UPDATE_ROW = (
+    "(%s::bytea, %s::bytea, %s::float8, %s::timestamptz, %s::bigint, %s::xid)"
+)
+# Without the locks: each state only if it is still the version read, and the
+# whole statement (reward rows, roll-up, states) fails unless every one was, or
+# if the decision rewarded is gone or, taking one reward, has had one: the
+# locked path then answers why (policies_state_moved, migration 0010). The rows
+# are locked first in the locked path's order (by policy), so the two paths
+# never wait for each other in a circle.
+_UNLOCKED_UPDATE_SQL = f"""
+    , held AS (
+        SELECT s.id FROM {_STATE} s WHERE s.user_id = %s
+        ORDER BY s.policy_id FOR UPDATE)
+    , moved AS ({
+    _STATES_UPDATE_SQL.format(
+        rows="{rows}",
+        held=", held h",
+        unmoved=" AND h.id = s.id AND s.xmin = v.version RETURNING 1",
+    )
+})
+    SELECT CASE WHEN (SELECT COUNT(*) FROM moved) = %s{{decision}} THEN 0
+        ELSE policies_state_moved() END
+"""
+_DECISION_STORED = (
+    f" AND EXISTS (SELECT 1 FROM {Decision._meta.db_table} WHERE id = %s)"
+)
+# What the unlocked write answers when something moved: serialization_failure,
+# or a deadlock with another writer of the same rows.
+_MOVED_STATES = {"40001", "40P01"}
 
 
-def _states_update_sql(updates: list[list]) -> tuple[str, list]:
-    """The statement updating the learners' states on PostgreSQL, and its
-    parameters: ``updates`` holds [A, b, reward, time, state id] for each."""
+def _states_update_sql(
+    updates: list[list],
+    *,
+    user_id: str,
+    locked: bool,
+    decision: Decision | None = None,
+) -> tuple[str, list]:
+    """The end of the reward statement, updating the learners' states on
+    PostgreSQL, and its parameters: ``updates`` holds [A, b, reward, time,
+    state id, version] for each of the user's states. Unlocked, it checks the
+    versions and the decision's own checks (``decision_hold``,
+    ``already_rewarded``)."""
     rows = ", ".join([_STATES_UPDATE_ROW] * len(updates))
-    return _STATES_UPDATE_SQL.format(rows=rows), [v for u in updates for v in u]
+    params = [v for u in updates for v in u]
+    if locked:
+        return " " + _STATES_UPDATE_SQL.format(rows=rows, held="", unmoved=""), params
+    params = [user_id, *params, len(updates)]
+    checks = ""
+    if decision is not None:
+        checks = _DECISION_STORED
+        params.append(_db_uuid(decision.id))
+        if settings.REWARD_AGGREGATION == "first":
+            checks += f" AND NOT EXISTS ({_EARLIER_REWARD_SQL})"
+            params.extend(_earlier_reward_params(decision))
+    return _UNLOCKED_UPDATE_SQL.format(rows=rows, decision=checks), params
 
 
 # Bounded below by the decision's time (less a day for clocks apart): the
@@ -147,25 +198,32 @@ _DECISION_HOLD_SQL = f"SELECT 1 FROM {Decision._meta.db_table} WHERE id = %s{{lo
 
 
 @dataclass(slots=True)
-class _LockedState:
+class _State:
     policy: Policy
     id: int
     a: np.ndarray
     b: np.ndarray
     reward_count: int
     cumulative_reward: float
+    version: str | None  # PostgreSQL's xmin of the row read
 
 
-def _states_lock(
-    *, user_id: str, which: str, value: Any, cursor: CursorWrapper
-) -> list[_LockedState]:
-    """The user's states under the policies ``which`` selects, created if new,
-    row-locked until commit, in policy-id order: two rewards for one user lock
-    the same rows in the same order, so they queue rather than deadlock."""
+def _states_read(
+    *, user_id: str, which: str, value: Any, cursor: CursorWrapper, locked: bool
+) -> list[_State] | None:
+    """The user's states under the policies ``which`` selects, in policy-id
+    order. ``locked``: row-locked until commit, and created if new (two rewards
+    for one user lock the same rows in the same order, so they queue rather
+    than deadlock). Unlocked: None if one is missing."""
     params = {"user": user_id, "value": value}
-    sql = _STATES_LOCK_SQL.format(which=which) + for_update(of="s")
+    version = "s.xmin::text" if connection.vendor == "postgresql" else "NULL"
+    sql = _STATES_SQL.format(which=which, version=version)
+    if locked:
+        sql += for_update(of="s")
     rows = fetch_all(sql, params, cursor)
     if not rows or len(rows) < rows[0][-1]:
+        if not locked:
+            return None
         policies = [
             policy_from_row(row)
             for row in fetch_all(_POLICIES_SQL.format(which=which), params, cursor)
@@ -189,9 +247,9 @@ def _states_lock(
     states = []
     for row in rows:
         policy = policy_from_row(row[:POLICY_WIDTH])
-        state_id, a_bytes, b_bytes, reward_count, cumulative, _ = row[POLICY_WIDTH:]
+        state_id, a_bytes, b_bytes, count, cumulative, version, _ = row[POLICY_WIDTH:]
         a, b = state_from_bytes(a_bytes, b_bytes, policy.dimension)
-        states.append(_LockedState(policy, state_id, a, b, reward_count, cumulative))
+        states.append(_State(policy, state_id, a, b, count, cumulative, version))
     return states
 
 
@@ -266,6 +324,15 @@ def _replay_locked(
     return _replay_or_conflict(event_id=event_id, fingerprint=fingerprint)
 
 
+def _earlier_reward_params(decision: Decision) -> list:
+    return [
+        _db_uuid(decision.id),
+        connection.ops.adapt_datetimefield_value(
+            decision.created_at - timedelta(days=1)
+        ),
+    ]
+
+
 def _already_rewarded(decision: Decision, cursor: CursorWrapper) -> None:
     """Conflict if the decision has had its reward (one per decision: docs/rewards.md).
 
@@ -273,16 +340,7 @@ def _already_rewarded(decision: Decision, cursor: CursorWrapper) -> None:
     decision has committed by then, or is still waiting behind us.
     """
     decision_id = decision.id
-    earlier = fetch_one(
-        _EARLIER_REWARD_SQL,
-        [
-            _db_uuid(decision_id),
-            connection.ops.adapt_datetimefield_value(
-                decision.created_at - timedelta(days=1)
-            ),
-        ],
-        cursor,
-    )
+    earlier = fetch_one(_EARLIER_REWARD_SQL, _earlier_reward_params(decision), cursor)
     if earlier is None:
         return
     event_id, reward, created_at = earlier
@@ -386,70 +444,35 @@ def reward_apply(
     else:
         which, value, is_target = _ACTIVE, Role.ACTIVE, lambda p: p.role == Role.ACTIVE
     now = timezone.now()
+    learn = functools.partial(
+        _learn,
+        user_id=user_id,
+        tip_id=tip_id,
+        reward=reward,
+        features=features,
+        day_of_week=day_of_week,
+        profile=profile,
+        decision=decision,
+        index=index,
+        event_id=event_id,
+        fingerprint=fingerprint,
+        which=which,
+        value=value,
+        is_target=is_target,
+        policy_name=policy_name,
+        now=now,
+    )
     try:
+        # First without locks, unless the reward carries an event id (whose
+        # replay check needs its lock). If anything moved meanwhile, or a state
+        # is new, it is done again under the locks.
+        if event_id is None and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                result = learn(cursor=cursor, locked=False)
+            if result is not None:
+                return result
         with transaction.atomic(), connection.cursor() as cursor:
-            if event_id is not None and (
-                replay := _replay_locked(
-                    event_id=event_id, fingerprint=fingerprint, cursor=cursor
-                )
-            ):
-                return replay
-            states = _states_lock(
-                user_id=user_id, which=which, value=value, cursor=cursor
-            )
-            target = next((s for s in states if is_target(s.policy)), None)
-            if target is None:
-                raise NotFound(
-                    "No policy is active."
-                    if policy_name is None
-                    else f"No policy named {policy_name!r}.",
-                    field="policy",
-                )
-            if decision is not None:
-                _decision_hold(decision, cursor)
-            if decision is not None and settings.REWARD_AGGREGATION == "first":
-                _already_rewarded(decision, cursor)
-            rows, updates = [], []
-            encoded: dict[int, np.ndarray] = {}  # one encoding per dimension
-            for state in states:
-                x = _vector(
-                    policy=state.policy,
-                    decision=decision,
-                    index=index,
-                    features=features,
-                    day_of_week=day_of_week,
-                    profile=profile,
-                    encoded=encoded,
-                )
-                a, b = bandits.update(state.a, state.b, x, reward)
-                own = state is target
-                rows.append(
-                    Reward(
-                        policy=state.policy,
-                        user_id=user_id,
-                        tip_id=tip_id,
-                        reward=reward,
-                        decision=decision,
-                        event_id=event_id if own else None,
-                        fingerprint=fingerprint,
-                        features=x.tolist(),
-                        vector=array_to_bytes(x)
-                        if state.policy.algorithm == bandits.HYBRID
-                        else None,
-                        learned=not own,
-                        created_at=now,
-                    )
-                )
-                updates.append(
-                    [array_to_bytes(a), array_to_bytes(b), reward, now, state.id]
-                )
-            if connection.vendor == "postgresql":
-                # The log rows, the roll-up and the states: one statement.
-                also = _states_update_sql(updates)
-                rollups.rewards_insert(rows, cursor, also=also)
-            else:
-                rollups.rewards_insert(rows, cursor)
-                cursor.executemany(_STATE_UPDATE_SQL, updates)
+            return learn(cursor=cursor, locked=True)
     except IntegrityError:
         decision_gone(decision_id)
         # The same event_id arrived concurrently for another user or policy.
@@ -458,6 +481,112 @@ def reward_apply(
         ):
             raise
         return replay
+
+
+def _learn(
+    *,
+    cursor: CursorWrapper,
+    locked: bool,
+    user_id: str,
+    tip_id: str,
+    reward: float,
+    features: Mapping[str, Any],
+    day_of_week: int,
+    profile: Mapping[str, Any],
+    decision: Decision | None,
+    index: int | None,
+    event_id: str | None,
+    fingerprint: str,
+    which: str,
+    value: Any,
+    is_target: Callable[[Policy], bool],
+    policy_name: str | None,
+    now: datetime,
+) -> RewardResult | None:
+    """``reward_apply``'s work on the user's states, read ``locked`` (in the
+    caller's transaction) or not. Unlocked, on PostgreSQL only, None when it
+    changed nothing: a state was missing, or had moved before the write (then
+    the write, one statement, failed whole)."""
+    if (
+        locked
+        and event_id is not None
+        and (
+            replay := _replay_locked(
+                event_id=event_id, fingerprint=fingerprint, cursor=cursor
+            )
+        )
+    ):
+        return replay
+    states = _states_read(
+        user_id=user_id, which=which, value=value, cursor=cursor, locked=locked
+    )
+    if states is None:
+        return None
+    target = next((s for s in states if is_target(s.policy)), None)
+    if target is None:
+        raise NotFound(
+            "No policy is active."
+            if policy_name is None
+            else f"No policy named {policy_name!r}.",
+            field="policy",
+        )
+    if decision is not None and locked:
+        _decision_hold(decision, cursor)
+        if settings.REWARD_AGGREGATION == "first":
+            _already_rewarded(decision, cursor)
+    rows, updates = [], []
+    encoded: dict[int, np.ndarray] = {}  # one encoding per dimension
+    for state in states:
+        x = _vector(
+            policy=state.policy,
+            decision=decision,
+            index=index,
+            features=features,
+            day_of_week=day_of_week,
+            profile=profile,
+            encoded=encoded,
+        )
+        a, b = bandits.update(state.a, state.b, x, reward)
+        own = state is target
+        rows.append(
+            Reward(
+                policy=state.policy,
+                user_id=user_id,
+                tip_id=tip_id,
+                reward=reward,
+                decision=decision,
+                event_id=event_id if own else None,
+                fingerprint=fingerprint,
+                features=x.tolist(),
+                vector=array_to_bytes(x)
+                if state.policy.algorithm == bandits.HYBRID
+                else None,
+                learned=not own,
+                created_at=now,
+            )
+        )
+        updates.append(
+            [array_to_bytes(a), array_to_bytes(b), reward, now, state.id, state.version]
+        )
+    if connection.vendor != "postgresql":
+        rollups.rewards_insert(rows, cursor)
+        cursor.executemany(_STATE_UPDATE_SQL, [u[:5] for u in updates])
+    elif locked:
+        # The log rows, the roll-up and the states: one statement.
+        rollups.rewards_insert(
+            rows, cursor, _states_update_sql(updates, user_id=user_id, locked=True)
+        )
+    else:
+        then = _states_update_sql(
+            updates, user_id=user_id, locked=False, decision=decision
+        )
+        try:
+            with recoverable():
+                rollups.rewards_insert(rows, cursor, then)
+        except OperationalError as error:
+            if getattr(error.__cause__, "sqlstate", None) not in _MOVED_STATES:
+                raise
+            return None
     return RewardResult(
         applied=True,
         replayed=False,
@@ -465,7 +594,7 @@ def reward_apply(
         user_id=user_id,
         tip_id=tip_id,
         reward=reward,
-        decision_id=decision_id,
+        decision_id=None if decision is None else decision.id,
         event_id=event_id,
         reward_count=target.reward_count + 1,
         cumulative_reward=target.cumulative_reward + reward,

@@ -16,9 +16,10 @@ import numpy as np
 import psycopg
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from oo_ml.auth import service_token_create
-from policies import bandits
+from policies import bandits, rollups
 from policies.models import BanditState, Policy, Reward
 from policies.services import reward_apply, rewards
 
@@ -267,7 +268,7 @@ def test_a_reward_whose_decision_a_reset_cleared_meanwhile_is_404(
     decision = api.post(
         "/score", {"user_id": "u1", "candidates": [{"id": "a"}]}, format="json"
     ).json()
-    lock = rewards._states_lock
+    lock = rewards._states_read
 
     def reset_meanwhile(**kwargs):
         db = connection.settings_dict
@@ -284,7 +285,7 @@ def test_a_reward_whose_decision_a_reset_cleared_meanwhile_is_404(
             )
         return lock(**kwargs)
 
-    monkeypatch.setattr(rewards, "_states_lock", reset_meanwhile)
+    monkeypatch.setattr(rewards, "_states_read", reset_meanwhile)
     response = api.post(
         "/reward",
         {
@@ -299,3 +300,57 @@ def test_a_reward_whose_decision_a_reset_cleared_meanwhile_is_404(
     assert response.status_code == 404, response.json()
     assert response.json()["field"] == "decision_id"
     assert not Reward.objects.exists() and not BanditState.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reward_whose_states_moved_before_its_write_is_done_again_locked(
+    registry, monkeypatch
+):
+    """A reward reads the states without locks, then another reward for the
+    same user commits before its write: the write must change nothing, and the
+    reward be applied again under the locks, on the new states."""
+    first, second = _work(2)
+    reward_apply(user_id="u", profile={}, **first)  # the states exist
+    read = rewards._states_read
+    calls = []
+
+    def another_commits_meanwhile(**kwargs):
+        states = read(**kwargs)
+        calls.append(kwargs["locked"])
+        if len(calls) == 1:
+            db = connection.settings_dict
+            with psycopg.connect(
+                host=db["HOST"],
+                port=db["PORT"] or 5432,
+                user=db["USER"],
+                dbname=db["NAME"],
+                autocommit=True,
+            ) as other:  # stands for a reward committed by another worker
+                other.execute(
+                    "UPDATE policies_banditstate SET reward_count = reward_count"
+                    " WHERE user_id = 'u'"
+                )
+        return states
+
+    monkeypatch.setattr(rewards, "_states_read", another_commits_meanwhile)
+    result = reward_apply(user_id="u", profile={}, **second)
+
+    assert calls == [False, True]  # unlocked, moved, then under the locks
+    assert result.applied and result.reward_count == 2
+    for policy in Policy.objects.filter(learns_live=True):
+        _assert_state_is(policy, "u", [first, second])  # one row each, no more
+    stored = rollups.activity_stored()
+    assert sum(c[3] + c[5] for c in stored.values()) == Reward.objects.count()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_plain_reward_takes_no_lock_and_two_statements(registry):
+    reward_apply(user_id="u", profile={}, **_work(1)[0])  # the states exist
+    with CaptureQueriesContext(connection) as queries:
+        result = reward_apply(user_id="u", profile={}, **_work(2)[1])
+    sql = [q["sql"] for q in queries]
+    assert result.applied
+    assert len(sql) == 2, sql
+    assert "FOR UPDATE" not in sql[0]
+    assert "policies_state_moved()" in sql[1]
+    assert not connection.in_atomic_block
