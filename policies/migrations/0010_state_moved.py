@@ -1,7 +1,8 @@
 """policies_state_moved(): what a reward written without row locks calls to fail
-its whole statement when a state it read has moved since (policies/services/
-rewards.py). It raises serialization_failure, which the reward path takes as
-"do it again under the locks". PostgreSQL only: elsewhere rewards always lock."""
+its whole statement when a state it read has moved since, or its decision's
+checks fail (policies/services/rewards.py). It raises serialization_failure,
+which the reward path takes as "do it again under the locks" (whose answer says
+why, for a decision). PostgreSQL only: elsewhere rewards always lock."""
 
 from django.db import migrations
 
@@ -9,7 +10,7 @@ _CREATE = """
     CREATE OR REPLACE FUNCTION policies_state_moved() RETURNS integer
     LANGUAGE plpgsql VOLATILE AS $$
     BEGIN
-        RAISE EXCEPTION 'a bandit state moved while a reward was computed'
+        RAISE EXCEPTION 'a reward''s states moved, or a check failed: locking'
             USING ERRCODE = 'serialization_failure';
     END $$
 """

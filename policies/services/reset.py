@@ -62,8 +62,11 @@ def _decisions_delete(user_id: str) -> int:
     SET_NULL) keep their place and lose the link; ``QuerySet.delete()`` would
     fetch every decision, JSON and all, first.
 
-    Deleted first: a reward in flight holds its decision (``_decision_hold``),
-    so the delete waits for it to commit, and the links are cleared after.
+    Deleted first: a reward in flight under the locks holds its decision
+    (``_decision_hold``), so the delete waits for it to commit, and the links
+    are cleared after; one written without them waits on the user's states,
+    which the reset has locked, and then finds them gone (done again under
+    the locks, it answers 404).
     """
     with connection.cursor() as cursor:
         cursor.execute(_DECISIONS_DELETE_SQL, [user_id])

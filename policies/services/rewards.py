@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
@@ -151,9 +151,12 @@ _UNLOCKED_UPDATE_SQL = f"""
 _DECISION_STORED = (
     f" AND EXISTS (SELECT 1 FROM {Decision._meta.db_table} WHERE id = %s)"
 )
-# What the unlocked write answers when something moved: serialization_failure,
-# or a deadlock with another writer of the same rows.
-_MOVED_STATES = {"40001", "40P01"}
+# When the unlocked write changed nothing and the locked path takes over: a
+# state moved or a decision's check failed (serialization_failure), a deadlock
+# with another writer of the same rows, or a database that has not run
+# migration 0010 yet (undefined_function: PostgreSQL looks the function up
+# whether or not it is called).
+_TRY_LOCKED = {"40001", "40P01", "42883"}
 
 
 def _states_update_sql(
@@ -583,8 +586,8 @@ def _learn(
         try:
             with recoverable():
                 rollups.rewards_insert(rows, cursor, then)
-        except OperationalError as error:
-            if getattr(error.__cause__, "sqlstate", None) not in _MOVED_STATES:
+        except DatabaseError as error:
+            if getattr(error.__cause__, "sqlstate", None) not in _TRY_LOCKED:
                 raise
             return None
     return RewardResult(

@@ -354,3 +354,20 @@ def test_a_plain_reward_takes_no_lock_and_two_statements(registry):
     assert "FOR UPDATE" not in sql[0]
     assert "policies_state_moved()" in sql[1]
     assert not connection.in_atomic_block
+
+
+@pytest.mark.django_db(transaction=True)
+def test_before_migration_0010_a_reward_takes_the_locked_path(registry):
+    """New code on a database without policies_state_moved() (the 0009 release
+    rolls code out before migrating): rewards still apply, under the locks."""
+    work = _work(2)
+    reward_apply(user_id="u", profile={}, **work[0])  # the states exist
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER FUNCTION policies_state_moved() RENAME TO moved_away")
+    try:
+        result = reward_apply(user_id="u", profile={}, **work[1])
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER FUNCTION moved_away() RENAME TO policies_state_moved")
+    assert result.applied and result.reward_count == 2
+    _assert_state_is(Policy.objects.get(role="active"), "u", work)
