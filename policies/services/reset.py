@@ -8,10 +8,12 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection, transaction
 from django.db.models import Count
 
+from oo_ml.db import names_lock
 from oo_ml.errors import NotFound
 from policies import rollups
 from policies.models import BanditState, ChangeAction, Decision, Policy
 from policies.services.history import policy_change_record
+from policies.services.rewards import user_states_lock_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +31,9 @@ def user_reset(*, user_id: str, actor: AbstractBaseUser | None) -> ResetResult:
     log stays: it is the audit trail, and it keeps replayed event ids from being
     applied twice.
     """
-    # Locked, so a reward landing meanwhile waits and then starts afresh.
+    # The user's lock, then the rows: a reward landing meanwhile waits and then
+    # starts afresh, and one creating the user's states finishes first.
+    names_lock([user_states_lock_name(user_id)])
     states = {
         s.policy_id: s
         for s in BanditState.objects.filter(user_id=user_id).select_for_update()

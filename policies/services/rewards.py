@@ -315,16 +315,24 @@ def _decision_hold(decision: Decision, cursor: CursorWrapper) -> None:
         )
 
 
-def _replay_locked(
-    *, event_id: str, fingerprint: str, cursor: CursorWrapper
-) -> RewardResult | None:
-    """The replay check again, under a lock on the event id, where the log is
-    partitioned: its event ids cannot have a unique index (docs/logs.md), so
-    two posts of one id queue here and the second finds the first."""
-    if connection.vendor != "postgresql":
-        return None  # plain tables: the unique index stops a second one
-    names_lock([f"reward-event-id:{event_id}"], cursor)
-    return _replay_or_conflict(event_id=event_id, fingerprint=fingerprint)
+def user_states_lock_name(user_id: str) -> str:
+    """The lock a user's reset and the rewards that read their states under
+    locks take first (``names_lock``), in that order before any row lock: a
+    reward that creates a user's states keeps them until it commits, and a
+    reset waits for it rather than deleting them between their creation and
+    their use."""
+    return f"user-states:{user_id}"
+
+
+def _locks_take(*, user_id: str, event_id: str | None, cursor: CursorWrapper) -> None:
+    """The locked path's first locks: the user's (above), and the event id's,
+    where the log is partitioned: its event ids cannot have a unique index
+    (docs/logs.md), so two posts of one id queue here and the second finds the
+    first (plain tables: the unique index stops a second one)."""
+    names = [user_states_lock_name(user_id)]
+    if event_id is not None:
+        names.append(f"reward-event-id:{event_id}")
+    names_lock(names, cursor)
 
 
 def _earlier_reward_params(decision: Decision) -> list:
@@ -510,16 +518,12 @@ def _learn(
     caller's transaction) or not. Unlocked, on PostgreSQL only, None when it
     changed nothing: a state was missing, or had moved before the write (then
     the write, one statement, failed whole)."""
-    if (
-        locked
-        and event_id is not None
-        and (
-            replay := _replay_locked(
-                event_id=event_id, fingerprint=fingerprint, cursor=cursor
-            )
-        )
-    ):
-        return replay
+    if locked:
+        _locks_take(user_id=user_id, event_id=event_id, cursor=cursor)
+        if event_id is not None and (
+            replay := _replay_or_conflict(event_id=event_id, fingerprint=fingerprint)
+        ):
+            return replay
     states = _states_read(
         user_id=user_id, which=which, value=value, cursor=cursor, locked=locked
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -19,9 +20,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from oo_ml.auth import service_token_create
+from oo_ml.errors import NotFound
 from policies import bandits, rollups
 from policies.models import BanditState, Policy, Reward
-from policies.services import reward_apply, rewards
+from policies.services import reward_apply, rewards, user_reset
 
 pytestmark = pytest.mark.postgres
 
@@ -371,3 +373,42 @@ def test_before_migration_0010_a_reward_takes_the_locked_path(registry):
             cursor.execute("ALTER FUNCTION moved_away() RENAME TO policies_state_moved")
     assert result.applied and result.reward_count == 2
     _assert_state_is(Policy.objects.get(role="active"), "u", work)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rewards_racing_resets_are_all_applied_never_refused(registry):
+    """15 threads reward one user while another resets them 30 times: every
+    reward applies (to the states before a reset, or to new ones after it), none
+    is refused for want of a state, and the roll-ups count every row logged."""
+    work = _work(300)
+    reward_apply(user_id="r", profile={}, **work[0])
+    barrier = threading.Barrier(16)
+    errors = []
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            if i == 0:
+                for _ in range(30):
+                    with contextlib.suppress(NotFound):  # nothing since the last
+                        user_reset(user_id="r", actor=None)
+            else:
+                for w in work[i::15]:
+                    assert reward_apply(user_id="r", profile={}, **w).applied
+        except Exception as error:  # collected: the assertion below names them
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    for state in BanditState.objects.filter(user_id="r"):
+        logged = Reward.objects.filter(policy=state.policy, user_id="r").count()
+        assert state.reward_count <= logged  # the log keeps what a reset cleared
+    stored = rollups.activity_stored()
+    assert sum(c[3] + c[5] for c in stored.values()) == Reward.objects.count()
