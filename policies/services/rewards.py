@@ -3,7 +3,6 @@ from one, under row locks on the user's states; each update is logged."""
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -454,9 +453,7 @@ def reward_apply(
         which, value, is_target = _DECIDED, target_id, lambda p: p.id == target_id
     else:
         which, value, is_target = _ACTIVE, Role.ACTIVE, lambda p: p.role == Role.ACTIVE
-    now = timezone.now()
-    learn = functools.partial(
-        _learn,
+    job = _Reward(
         user_id=user_id,
         tip_id=tip_id,
         reward=reward,
@@ -467,11 +464,11 @@ def reward_apply(
         index=index,
         event_id=event_id,
         fingerprint=fingerprint,
+        policy_name=policy_name,
+        now=timezone.now(),
         which=which,
         value=value,
         is_target=is_target,
-        policy_name=policy_name,
-        now=now,
     )
     try:
         # First without locks, unless the reward carries an event id (whose
@@ -479,11 +476,11 @@ def reward_apply(
         # is new, it is done again under the locks.
         if event_id is None and connection.vendor == "postgresql":
             with connection.cursor() as cursor:
-                result = learn(cursor=cursor, locked=False)
+                result = _learn(job, cursor=cursor, locked=False)
             if result is not None:
                 return result
         with transaction.atomic(), connection.cursor() as cursor:
-            return learn(cursor=cursor, locked=True)
+            return _learn(job, cursor=cursor, locked=True)
     except IntegrityError:
         decision_gone(decision_id)
         # The same event_id arrived concurrently for another user or policy.
@@ -494,86 +491,102 @@ def reward_apply(
         return replay
 
 
-def _learn(
-    *,
-    cursor: CursorWrapper,
-    locked: bool,
-    user_id: str,
-    tip_id: str,
-    reward: float,
-    features: Mapping[str, Any],
-    day_of_week: int,
-    profile: Mapping[str, Any],
-    decision: Decision | None,
-    index: int | None,
-    event_id: str | None,
-    fingerprint: str,
-    which: str,
-    value: Any,
-    is_target: Callable[[Policy], bool],
-    policy_name: str | None,
-    now: datetime,
-) -> RewardResult | None:
+@dataclass(frozen=True, slots=True)
+class _Reward:
+    """A reward to apply, its request checked: what ``_learn`` works from."""
+
+    user_id: str
+    tip_id: str
+    reward: float
+    features: Mapping[str, Any]
+    day_of_week: int
+    profile: Mapping[str, Any]
+    decision: Decision | None
+    index: int | None  # the rewarded candidate's, in the decision
+    event_id: str | None
+    fingerprint: str
+    policy_name: str | None
+    now: datetime
+    # The policies it trains (a condition and its value) and the one it is for.
+    which: str
+    value: Any
+    is_target: Callable[[Policy], bool]
+
+
+def _learn(job: _Reward, *, cursor: CursorWrapper, locked: bool) -> RewardResult | None:
     """``reward_apply``'s work on the user's states, read ``locked`` (in the
     caller's transaction) or not. Unlocked, on PostgreSQL only, None when it
     changed nothing: a state was missing, or had moved before the write (then
     the write, one statement, failed whole)."""
     if locked:
-        _locks_take(user_id=user_id, event_id=event_id, cursor=cursor)
-        if event_id is not None and (
-            replay := _replay_or_conflict(event_id=event_id, fingerprint=fingerprint)
+        _locks_take(user_id=job.user_id, event_id=job.event_id, cursor=cursor)
+        if job.event_id is not None and (
+            replay := _replay_or_conflict(
+                event_id=job.event_id, fingerprint=job.fingerprint
+            )
         ):
             return replay
     states = _states_read(
-        user_id=user_id, which=which, value=value, cursor=cursor, locked=locked
+        user_id=job.user_id,
+        which=job.which,
+        value=job.value,
+        cursor=cursor,
+        locked=locked,
     )
     if states is None:
         return None
-    target = next((s for s in states if is_target(s.policy)), None)
+    target = next((s for s in states if job.is_target(s.policy)), None)
     if target is None:
         raise NotFound(
             "No policy is active."
-            if policy_name is None
-            else f"No policy named {policy_name!r}.",
+            if job.policy_name is None
+            else f"No policy named {job.policy_name!r}.",
             field="policy",
         )
-    if decision is not None and locked:
-        _decision_hold(decision, cursor)
+    if job.decision is not None and locked:
+        _decision_hold(job.decision, cursor)
         if settings.REWARD_AGGREGATION == "first":
-            _already_rewarded(decision, cursor)
+            _already_rewarded(job.decision, cursor)
     rows, updates = [], []
     encoded: dict[int, np.ndarray] = {}  # one encoding per dimension
     for state in states:
         x = _vector(
             policy=state.policy,
-            decision=decision,
-            index=index,
-            features=features,
-            day_of_week=day_of_week,
-            profile=profile,
+            decision=job.decision,
+            index=job.index,
+            features=job.features,
+            day_of_week=job.day_of_week,
+            profile=job.profile,
             encoded=encoded,
         )
-        a, b = bandits.update(state.a, state.b, x, reward)
+        a, b = bandits.update(state.a, state.b, x, job.reward)
         own = state is target
         rows.append(
             Reward(
                 policy=state.policy,
-                user_id=user_id,
-                tip_id=tip_id,
-                reward=reward,
-                decision=decision,
-                event_id=event_id if own else None,
-                fingerprint=fingerprint,
+                user_id=job.user_id,
+                tip_id=job.tip_id,
+                reward=job.reward,
+                decision=job.decision,
+                event_id=job.event_id if own else None,
+                fingerprint=job.fingerprint,
                 features=x.tolist(),
                 vector=array_to_bytes(x)
                 if state.policy.algorithm == bandits.HYBRID
                 else None,
                 learned=not own,
-                created_at=now,
+                created_at=job.now,
             )
         )
         updates.append(
-            [array_to_bytes(a), array_to_bytes(b), reward, now, state.id, state.version]
+            [
+                array_to_bytes(a),
+                array_to_bytes(b),
+                job.reward,
+                job.now,
+                state.id,
+                state.version,
+            ]
         )
     if connection.vendor != "postgresql":
         rollups.rewards_insert(rows, cursor)
@@ -581,11 +594,11 @@ def _learn(
     elif locked:
         # The log rows, the roll-up and the states: one statement.
         rollups.rewards_insert(
-            rows, cursor, _states_update_sql(updates, user_id=user_id, locked=True)
+            rows, cursor, _states_update_sql(updates, user_id=job.user_id, locked=True)
         )
     else:
         then = _states_update_sql(
-            updates, user_id=user_id, locked=False, decision=decision
+            updates, user_id=job.user_id, locked=False, decision=job.decision
         )
         try:
             with recoverable():
@@ -598,12 +611,12 @@ def _learn(
         applied=True,
         replayed=False,
         policy=target.policy.name,
-        user_id=user_id,
-        tip_id=tip_id,
-        reward=reward,
-        decision_id=None if decision is None else decision.id,
-        event_id=event_id,
+        user_id=job.user_id,
+        tip_id=job.tip_id,
+        reward=job.reward,
+        decision_id=None if job.decision is None else job.decision.id,
+        event_id=job.event_id,
         reward_count=target.reward_count + 1,
-        cumulative_reward=target.cumulative_reward + reward,
+        cumulative_reward=target.cumulative_reward + job.reward,
         learned_by=tuple(s.policy.name for s in states if s is not target),
     )
