@@ -31,12 +31,15 @@ def user_reset(*, user_id: str, actor: AbstractBaseUser | None) -> ResetResult:
     log stays: it is the audit trail, and it keeps replayed event ids from being
     applied twice.
     """
-    # The user's lock, then the rows: a reward landing meanwhile waits and then
-    # starts afresh, and one creating the user's states finishes first.
+    # The user's lock, then the rows in policy order (as a reward locks them:
+    # no deadlock): a reward landing meanwhile waits and then starts afresh,
+    # and one creating the user's states finishes first.
     names_lock([user_states_lock_name(user_id)])
     states = {
         s.policy_id: s
-        for s in BanditState.objects.filter(user_id=user_id).select_for_update()
+        for s in BanditState.objects.filter(user_id=user_id)
+        .order_by("policy_id")
+        .select_for_update()
     }
     decisions = Decision.objects.filter(user_id=user_id)
     counts = dict(decisions.values_list("policy").annotate(n=Count("id")))
