@@ -133,23 +133,19 @@ _STATES_UPDATE_ROW = (
 # locked path then answers why (policies_state_moved, migration 0010). The rows
 # are locked first in the locked path's order (by policy), so the two paths
 # never wait for each other in a circle.
+_UNMOVED_UPDATE_SQL = _STATES_UPDATE_SQL.format(
+    rows="{rows}",
+    held=", held h",
+    unmoved=" AND h.id = s.id AND s.xmin = v.version RETURNING 1",
+)
 _UNLOCKED_UPDATE_SQL = f"""
     , held AS (
         SELECT s.id FROM {_STATE} s WHERE s.user_id = %s
         ORDER BY s.policy_id FOR UPDATE)
-    , moved AS ({
-    _STATES_UPDATE_SQL.format(
-        rows="{rows}",
-        held=", held h",
-        unmoved=" AND h.id = s.id AND s.xmin = v.version RETURNING 1",
-    )
-})
+    , moved AS ({_UNMOVED_UPDATE_SQL})
     SELECT CASE WHEN (SELECT COUNT(*) FROM moved) = %s{{decision}} THEN 0
         ELSE policies_state_moved() END
 """
-_DECISION_STORED = (
-    f" AND EXISTS (SELECT 1 FROM {Decision._meta.db_table} WHERE id = %s)"
-)
 # When the unlocked write changed nothing and the locked path takes over: a
 # state moved or a decision's check failed (serialization_failure), a deadlock
 # with another writer of the same rows, or a database that has not run
@@ -167,9 +163,9 @@ def _states_update_sql(
 ) -> tuple[str, list]:
     """The end of the reward statement, updating the learners' states on
     PostgreSQL, and its parameters: ``updates`` holds [A, b, reward, time,
-    state id, version] for each of the user's states. Unlocked, it checks the
-    versions and the decision's own checks (``decision_hold``,
-    ``already_rewarded``)."""
+    state id, version] for each learner. Unlocked, it also checks the versions
+    and what ``_decision_hold`` and ``_already_rewarded`` check under the
+    locks."""
     rows = ", ".join([_STATES_UPDATE_ROW] * len(updates))
     params = [v for u in updates for v in u]
     if locked:
@@ -177,7 +173,7 @@ def _states_update_sql(
     params = [user_id, *params, len(updates)]
     checks = ""
     if decision is not None:
-        checks = _DECISION_STORED
+        checks = f" AND EXISTS ({_DECISION_HOLD_SQL.format(lock='')})"
         params.append(_db_uuid(decision.id))
         if settings.REWARD_AGGREGATION == "first":
             checks += f" AND NOT EXISTS ({_EARLIER_REWARD_SQL})"
