@@ -437,9 +437,3 @@ class ScoringProfile:
 
 
 SCORING_PROFILE = ScoringProfile()
-
-
-def profile_features_for_scoring(user_id: str) -> dict[str, float | int | None]:
-    """SCORING_PROFILE's features of the user, read on their own."""
-    row = fetch_one(SCORING_PROFILE.sql, {"user": user_id})
-    return SCORING_PROFILE.features(user_id, row)

@@ -18,6 +18,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from oo_ml.db import fetch_one
 from oo_ml.errors import Conflict
 from policies.services import decision_make
 from profiles import features, selectors, services
@@ -130,7 +131,8 @@ def test_events_leaving_the_window_are_counted_out_by_the_recount_after_the_ttl(
     assert (stored.tip_volume_30d, stored.done_30d) == (2, 1)
     # ...which the TTL brings (here at once), and events count on from it.
     settings.PROFILE_TTL_SECONDS = 0
-    assert services.profile_features_for_scoring("u")["tip_volume_30d"] == 0
+    row = fetch_one(services.SCORING_PROFILE.sql, {"user": "u"})  # as /score reads
+    assert services.SCORING_PROFILE.features("u", row)["tip_volume_30d"] == 0
     event_record(user_id="u", tip_id="t", kind="done", hour_of_day=7, dwell_ms=5)
     assert_exact("u")
     assert Profile.objects.get(user_id="u").done_h7 == 1
