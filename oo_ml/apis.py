@@ -1,7 +1,9 @@
 """What every app's API shares: the JSON-only base view, the error schema, and
 the health check."""
 
+import orjson
 from django.db import connection
+from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
@@ -32,6 +34,17 @@ class JsonApi(APIView):
     """The decision API's views: JSON only, so no content negotiation."""
 
     content_negotiation_class = JsonOnlyNegotiation
+
+
+def json_answer(body: dict) -> HttpResponse:
+    """A 200 with ``body`` in JSON, for the hot routes: what DRF's Response and
+    JSONRenderer answer (the same JSON for plain values, UUIDs and numpy
+    numbers), written by orjson without a template response's set-up, a
+    sixth of the cost (docs/performance.md). Errors still answer through DRF."""
+    return HttpResponse(
+        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+        content_type="application/json",
+    )
 
 
 HEALTH = inline_serializer(

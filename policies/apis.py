@@ -9,7 +9,7 @@ from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from oo_ml.apis import ERRORS, JsonApi
+from oo_ml.apis import ERRORS, JsonApi, json_answer
 from oo_ml.permissions import POLICY_CHANGE, POLICY_VIEW, USER_RESET, StaffMay
 from policies import gate, selectors, services
 from policies.serializers import (
@@ -91,7 +91,7 @@ class ScoreApi(JsonApi):
             policy_name=name or self.policy_name,
             stored_profile=SCORING_PROFILE,
         )
-        return Response(decision_answer(decision))
+        return json_answer(decision_answer(decision))
 
 
 class RewardApi(JsonApi):
@@ -126,7 +126,7 @@ class RewardApi(JsonApi):
             policy_name=name,
         )
         # Its fields hold plain values: no deep copy (dataclasses.asdict's).
-        return Response({name: getattr(result, name) for name in result.__slots__})
+        return json_answer({name: getattr(result, name) for name in result.__slots__})
 
 
 class StatsApi(JsonApi):

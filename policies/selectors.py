@@ -61,15 +61,18 @@ _ACTIVE_SQL = f"SELECT {POLICY_COLUMNS} FROM {_POLICY} p WHERE p.role = %s"
 # rewards: their dimension says whether the decision must log the profile.
 _SHARED = SharedModel._meta.db_table
 # A hybrid policy's current shared model, read with the states: no round trip.
-_LATEST_SHARED = f"""(
+# A policy that only learns reads no state or shared model here: its columns
+# are null (the join and CASE skip it), so the read carries no unused bytes.
+_LATEST_SHARED = f"""CASE WHEN ({{{{which}}}}) THEN (
     SELECT m.{{column}} FROM {_SHARED} m WHERE m.policy_id = p.id
-    ORDER BY m.version DESC LIMIT 1)"""
+    ORDER BY m.version DESC LIMIT 1) END"""
 _SCORING_SQL = f"""
     SELECT {POLICY_COLUMNS}, s.a_bytes, s.b_bytes, ({{which}}) AS scores,
         {_LATEST_SHARED.format(column="version")},
         {_LATEST_SHARED.format(column="weights_bytes")}{{with_columns}}
     FROM {_POLICY} p
-    LEFT JOIN {_STATE} s ON s.policy_id = p.id AND s.user_id = %(user)s{{with_join}}
+    LEFT JOIN {_STATE} s
+        ON s.policy_id = p.id AND s.user_id = %(user)s AND ({{which}}){{with_join}}
     WHERE ({{which}}) OR p.learns_live
     ORDER BY ({{which}}) DESC, p.role = %(active)s DESC, p.name
 """

@@ -1,10 +1,24 @@
-"""The hot path's JSON writer (oo_ml.db.json_dumps)."""
+"""The hot path's database helpers: its JSON writer (oo_ml.db.json_dumps) and
+its cursor (oo_ml.db.direct_cursor)."""
 
 import json
+import uuid
+from datetime import UTC, datetime
 
 import numpy as np
+import psycopg
+import pytest
+from django.contrib.auth.models import Group
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
+from psycopg.types.json import Json
 
-from oo_ml.db import json_dumps
+from oo_ml.db import _DIRECT_PREPARED_MAX, _DirectCursor, direct_cursor, json_dumps
+
+
+def _url() -> str:
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 def test_it_writes_what_json_reads_back_the_same():
@@ -23,3 +37,123 @@ def test_it_writes_what_json_reads_back_the_same():
 def test_what_orjson_refuses_json_writes_as_before():
     huge = {"tip_volume_30d": 10**301}  # a whole number past 64 bits
     assert json_dumps(huge) == json.dumps(huge)
+
+
+# direct_cursor: the hot path's statements sent straight to libpq (PostgreSQL).
+
+_TYPED = """
+    SELECT %(n)s::bigint, %(f)s::float8, %(t)s::text, %(b)s::bytea,
+        %(at)s::timestamptz, %(j)s::json, %(u)s::uuid, %(ok)s::boolean,
+        %(none)s::text, 1.5::numeric, %(n)s + 1
+"""
+_VALUES = {
+    "n": 2**40,
+    "f": 0.1,
+    "t": "Fé",
+    "b": b"\x00\xffab",
+    "at": datetime(2026, 12, 5, 1, 2, 3, 456789, tzinfo=UTC),
+    "j": Json({"a": [1, None]}),
+    "u": uuid.UUID("01938a2b-0000-7000-8000-000000000001"),
+    "ok": True,
+    "none": None,
+}
+
+
+def _is_direct(cursor) -> bool:
+    return isinstance(cursor, _DirectCursor)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_direct_statement_reads_what_djangos_cursor_reads():
+    with connection.cursor() as cursor:
+        cursor.execute(_TYPED, _VALUES)
+        expected = cursor.fetchall()
+    for _ in range(2):  # prepared, then run again as prepared
+        with direct_cursor() as cursor:
+            assert _is_direct(cursor)
+            cursor.execute(_TYPED, _VALUES)
+            assert cursor.rowcount == 1
+            assert cursor.fetchall() == expected
+    assert expected[0][:9] == (
+        2**40,
+        0.1,
+        "Fé",
+        b"\x00\xffab",
+        _VALUES["at"],
+        '{"a": [1, null]}',  # Django's loader leaves JSON to its fields
+        _VALUES["u"],
+        True,
+        None,
+    )
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_direct_write_commits_on_its_own_and_counts_its_rows():
+    with direct_cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO auth_group (name) VALUES (%s), (%s)", ["direct", "other"]
+        )
+        assert cursor.rowcount == 2
+        cursor.execute("DELETE FROM auth_group WHERE name = %s", ["other"])
+        assert cursor.rowcount == 1
+        assert cursor.fetchone() is None
+    assert not connection.in_atomic_block
+    # Another session sees it: it is committed, not waiting for a transaction.
+    with psycopg.connect(_url(), autocommit=True) as other:
+        assert other.execute("SELECT name FROM auth_group").fetchall() == [("direct",)]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_direct_statement_raises_djangos_error_with_its_sqlstate():
+    with direct_cursor() as cursor:
+        cursor.execute("INSERT INTO auth_group (name) VALUES (%s)", ["twice"])
+        with pytest.raises(IntegrityError) as raised:
+            cursor.execute("INSERT INTO auth_group (name) VALUES (%s)", ["twice"])
+        assert raised.value.__cause__.sqlstate == "23505"
+        with pytest.raises(DatabaseError) as raised:  # not even prepared
+            cursor.execute("SELECT no_such_function(%s)", [1])
+        assert raised.value.__cause__.sqlstate == "42883"
+    assert connection.errors_occurred  # Django checks the connection after
+    with direct_cursor() as cursor:  # which still works
+        cursor.execute("SELECT count(*) FROM auth_group WHERE name = %s", ["twice"])
+        assert cursor.fetchall() == [(1,)]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_inside_a_transaction_a_direct_cursor_is_djangos_and_rolls_back_with_it():
+    with pytest.raises(RuntimeError), transaction.atomic():
+        with direct_cursor() as cursor:
+            assert not _is_direct(cursor)
+            cursor.execute("INSERT INTO auth_group (name) VALUES (%s)", ["undone"])
+        raise RuntimeError
+    assert not Group.objects.exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_recorded_queries_take_djangos_cursor_and_are_recorded():
+    with CaptureQueriesContext(connection) as queries, direct_cursor() as cursor:
+        assert not _is_direct(cursor)
+        cursor.execute("SELECT %s::int", [7])
+    assert [q["sql"] for q in queries] == ["SELECT 7::int"]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_new_connection_prepares_again_and_many_statements_still_run():
+    with direct_cursor() as cursor:
+        cursor.execute("SELECT %s::int", [1])
+    connection.close()  # the server forgets the prepared statements
+    for n in range(_DIRECT_PREPARED_MAX + 5):  # past what one connection keeps
+        with direct_cursor() as cursor:
+            assert _is_direct(cursor)
+            cursor.execute(f"SELECT %s::int + {n}", [1])
+            assert cursor.fetchone() == (1 + n,)
+    kept = connection.connection.execute(
+        "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'oo_ml_%%'"
+    ).fetchone()[0]
+    assert kept == _DIRECT_PREPARED_MAX

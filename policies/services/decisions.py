@@ -10,11 +10,11 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
-from django.db import DatabaseError, connection
+from django.db import DatabaseError
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
-from oo_ml.db import recoverable
+from oo_ml.db import direct_cursor, recoverable
 from oo_ml.models import uuid7
 from policies import bandits, rollups
 from policies.models import Decision
@@ -142,8 +142,8 @@ def decision_make(
     logged with the decision: a policy that learns from its reward later
     encodes the rewarded candidate in them.
     """
-    # One cursor for the read and the insert (a cursor's set-up is not free).
-    with connection.cursor() as cursor:
+    # One cursor for the read and the insert, each sent straight to libpq.
+    with direct_cursor() as cursor:
         sent_all = profile.keys() >= _PROFILE_NAMES
         scoring, stored = _states_and_profile(
             user_id=user_id,

@@ -15,7 +15,14 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
-from oo_ml.db import fetch_all, fetch_one, for_update, names_lock, recoverable
+from oo_ml.db import (
+    direct_cursor,
+    fetch_all,
+    fetch_one,
+    for_update,
+    names_lock,
+    recoverable,
+)
 from oo_ml.errors import Conflict, InvalidInput, NotFound
 from oo_ml.idempotency import fingerprint as request_fingerprint
 from oo_ml.idempotency import previous_or_conflict
@@ -471,7 +478,7 @@ def reward_apply(
         # replay check needs its lock). If anything moved meanwhile, or a state
         # is new, it is done again under the locks.
         if event_id is None and connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
+            with direct_cursor() as cursor:
                 result = _learn(job, cursor=cursor, locked=False)
             if result is not None:
                 return result
