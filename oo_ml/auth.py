@@ -26,8 +26,8 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import transaction
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from rest_framework import exceptions
-from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework import HTTP_HEADER_ENCODING, exceptions
+from rest_framework.authentication import BaseAuthentication
 
 from oo_ml.models import ApiToken
 
@@ -84,12 +84,20 @@ def _failure_count(ip: str) -> None:
         logger.warning("token throttle: the shared cache is unreachable", exc_info=True)
 
 
+def _authorization(request) -> bytes:
+    """The Authorization header, as DRF's ``get_authorization_header`` reads it,
+    but from META: it reads ``request.headers``, a dict of every header built
+    for the one (under granian, of the whole process environment too)."""
+    value = request.META.get("HTTP_AUTHORIZATION", b"")
+    return value.encode(HTTP_HEADER_ENCODING) if isinstance(value, str) else value
+
+
 class CachedTokenAuthentication(BaseAuthentication):
     """``Authorization: Token <token>``. Another scheme is an error that says so
     (rather than "no credentials"), as is a header of the wrong shape."""
 
     def authenticate(self, request):
-        header = get_authorization_header(request).split()
+        header = _authorization(request).split()
         if not header:
             return None
         if header[0].lower() != KEYWORD.lower().encode():
