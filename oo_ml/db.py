@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
-from django.db import connection, models, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models, transaction
 from django.db.backends.utils import CursorWrapper
 from psycopg import _queries as psycopg_queries
 from psycopg import errors as psycopg_errors
@@ -85,19 +85,20 @@ def direct_cursor():
     is skipped), with prepared statements allowed, and Django neither recording
     queries nor running execute wrappers. Anywhere else, Django's own cursor.
     """
-    connection.close_if_health_check_failed()  # as Django's cursor() does
-    connection.ensure_connection()
-    raw = connection.connection
+    db = connections[DEFAULT_DB_ALIAS]  # once: each use of the proxy looks it up
+    db.close_if_health_check_failed()  # as Django's cursor() does
+    db.ensure_connection()
+    raw = db.connection
     if (
-        connection.vendor != "postgresql"
+        db.vendor != "postgresql"
         or not raw.autocommit
         or raw.prepare_threshold is None
         or raw.pgconn.transaction_status != pq.TransactionStatus.IDLE
-        or connection.queries_logged
-        or connection.execute_wrappers
+        or db.queries_logged
+        or db.execute_wrappers
     ):
-        return connection.cursor()
-    return _DirectCursor(connection, raw)
+        return db.cursor()
+    return _DirectCursor(db, raw)
 
 
 class _DirectCursor:

@@ -376,14 +376,17 @@ def _vector(
     day_of_week: int,
     profile: Mapping[str, Any],
     encoded: dict[int, np.ndarray],
+    widest: int,
 ) -> np.ndarray:
     """``policy``'s encoding of the rewarded candidate (docs/features.md).
 
     The deciding policy's is the vector it logged. Any other policy encodes the
     candidate in the context and profile the decision logged; without a
     decision, every policy encodes the body in its own dimension. An encoding
-    depends on nothing else, so ``encoded`` keeps each dimension's for the
-    next policy of that dimension.
+    depends on nothing else, and a narrower one is the start of a wider one,
+    so the candidate is encoded once, in the ``widest`` dimension of the
+    reward's policies (kept in ``encoded``), and each policy takes its part,
+    as /score does.
     """
     if decision is not None and index is not None:
         if policy.id == decision.policy_id:
@@ -394,15 +397,15 @@ def _vector(
         profile = decision.profile
     else:
         hour = features["hour_of_day"]
-    if policy.dimension not in encoded:
-        encoded[policy.dimension] = bandits.encode(
+    if widest not in encoded:
+        encoded[widest] = bandits.encode(
             [features],
             hours=[hour],
             day_of_week=day_of_week,
             profile=profile,
-            dimension=policy.dimension,
+            dimension=widest,
         )[0]
-    return encoded[policy.dimension]
+    return encoded[widest][: policy.dimension]
 
 
 def reward_apply(
@@ -551,7 +554,8 @@ def _learn(job: _Reward, *, cursor: CursorWrapper, locked: bool) -> RewardResult
         if settings.REWARD_AGGREGATION == "first":
             _already_rewarded(job.decision, cursor)
     rows, updates = [], []
-    encoded: dict[int, np.ndarray] = {}  # one encoding per dimension
+    encoded: dict[int, np.ndarray] = {}  # the candidate's, encoded once
+    widest = max(state.policy.dimension for state in states)
     for state in states:
         x = _vector(
             policy=state.policy,
@@ -561,16 +565,17 @@ def _learn(job: _Reward, *, cursor: CursorWrapper, locked: bool) -> RewardResult
             day_of_week=job.day_of_week,
             profile=job.profile,
             encoded=encoded,
+            widest=widest,
         )
         a, b = bandits.update(state.a, state.b, x, job.reward)
         own = state is target
         rows.append(
-            Reward(
-                policy=state.policy,
+            Reward(  # by ids: setting a relation checks and caches its instance
+                policy_id=state.policy.id,
                 user_id=job.user_id,
                 tip_id=job.tip_id,
                 reward=job.reward,
-                decision=job.decision,
+                decision_id=None if job.decision is None else job.decision.id,
                 event_id=job.event_id if own else None,
                 fingerprint=job.fingerprint,
                 features=x.tolist(),

@@ -218,6 +218,25 @@ def test_encode_rejects_unknown_dimension():
         bandits.encode([BARE], hours=[12], day_of_week=0, profile={}, dimension=6)
 
 
+def test_a_narrower_encoding_is_the_start_of_a_wider_one():
+    """/score and /reward encode once, in the widest dimension, and each policy
+    takes its part: that part must be what its own dimension encodes."""
+    candidates = [BARE, {"hour_of_day": 7, "is_overdue": True, "priority": 4}]
+    profile = {"completion_rate_30d": 0.4, "preferred_hour": 9, "tip_volume_30d": 3}
+    widest = bandits.encode(
+        candidates, hours=[7, 21], day_of_week=3, profile=profile, dimension=12
+    )
+    for dimension in bandits.DIMENSIONS:
+        own = bandits.encode(
+            candidates,
+            hours=[7, 21],
+            day_of_week=3,
+            profile=profile,
+            dimension=dimension,
+        )
+        np.testing.assert_array_equal(widest[:, :dimension], own)
+
+
 def test_feature_labels_prefixes():
     assert bandits.feature_labels(5) == (
         "hour_sin",
