@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import itertools
 import json
 import operator
 import uuid
@@ -64,6 +65,7 @@ def _cursor(cursor: CursorWrapper | None):
             yield new
 
 
+_TIMESTAMPTZ = 1184  # its type's oid
 # The statements a connection keeps prepared for direct_cursor: the hot path
 # has a few (one per number of policies a request reads or writes).
 _DIRECT_PREPARED_MAX = 64
@@ -88,6 +90,7 @@ def direct_cursor():
     db = connections[DEFAULT_DB_ALIAS]  # once: each use of the proxy looks it up
     db.close_if_health_check_failed()  # as Django's cursor() does
     db.ensure_connection()
+    db.validate_thread_sharing()
     raw = db.connection
     if (
         db.vendor != "postgresql"
@@ -96,15 +99,31 @@ def direct_cursor():
         or raw.pgconn.transaction_status != pq.TransactionStatus.IDLE
         or db.queries_logged
         or db.execute_wrappers
+        # Django's cursor would read timestamps in another time zone than
+        # the connection's (a database TIME_ZONE that differs from it).
+        or db.timezone != raw.adapters.get_loader(_TIMESTAMPTZ, pq.Format.TEXT).timezone
     ):
         return db.cursor()
     return _DirectCursor(db, raw)
 
 
+class _Kept:
+    """What a psycopg connection keeps for ``direct_cursor``: a Transformer, and
+    the statements it prepared, by text and parameter types. PostgreSQL forgets
+    them with the connection, and on a ``DEALLOCATE ALL``, which psycopg sends
+    after a rollback once it has prepared statements of its own: then they are
+    prepared again. Names only grow, so a new one never meets an old one."""
+
+    __slots__ = ("tx", "names", "count")
+
+    def __init__(self, raw) -> None:
+        self.tx = Transformer(raw)
+        self.names: dict[tuple[bytes, tuple], bytes] = {}
+        self.count = itertools.count()
+
+
 class _DirectCursor:
-    """``direct_cursor``'s: prepared statements of one psycopg connection, named
-    ``oo_ml_<n>``, kept (with a Transformer) on the connection, so a new
-    connection prepares them again."""
+    """``direct_cursor``'s: the named prepared statements of one connection."""
 
     def __init__(self, db, raw) -> None:
         self._db, self._raw = db, raw
@@ -112,8 +131,8 @@ class _DirectCursor:
         self.rowcount = -1
         kept = raw.__dict__.get("_oo_ml_direct")
         if kept is None:
-            kept = raw.__dict__["_oo_ml_direct"] = (Transformer(raw), {})
-        self._tx, self._prepared = kept
+            kept = raw.__dict__["_oo_ml_direct"] = _Kept(raw)
+        self._kept = kept
 
     def __enter__(self):
         return self
@@ -123,29 +142,34 @@ class _DirectCursor:
 
     def execute(self, sql: str, params: Sequence | Mapping) -> None:
         with self._db.wrap_database_errors:
-            query = psycopg_queries.PostgresQuery(self._tx)
+            query = psycopg_queries.PostgresQuery(self._kept.tx)
             query.convert(sql, params)
-            pgconn = self._raw.pgconn
-            key = (query.query, query.types)
-            name = self._prepared.get(key)
-            if name is None and len(self._prepared) < _DIRECT_PREPARED_MAX:
-                name = f"oo_ml_{len(self._prepared)}".encode()
-                self._check(pgconn.prepare(name, query.query, query.types))
-                self._prepared[key] = name
-            if name is None:  # one of too many statements: not kept
-                result = pgconn.exec_params(
-                    query.query, query.params, query.types, query.formats
-                )
-            else:
-                result = pgconn.exec_prepared(name, query.params, query.formats)
+            result = self._run(query)
+            if _sqlstate(result) == _UNKNOWN_STATEMENT:  # forgotten: nothing ran
+                self._kept.names.clear()
+                result = self._run(query)
             self._check(result)
-            self.rowcount = result.command_tuples or -1
+            nrows = result.command_tuples
+            self.rowcount = -1 if nrows is None else nrows
             if result.status == pq.ExecStatus.TUPLES_OK:
-                self.rowcount = result.ntuples
-                self._tx.set_pgresult(result)
-                self._rows = self._tx.load_rows(0, result.ntuples, tuple)
+                self._kept.tx.set_pgresult(result)
+                self._rows = self._kept.tx.load_rows(0, result.ntuples, tuple)
             else:
                 self._rows = []
+
+    def _run(self, query):
+        pgconn, names = self._raw.pgconn, self._kept.names
+        key = (query.query, query.types)
+        name = names.get(key)
+        if name is None and len(names) < _DIRECT_PREPARED_MAX:
+            name = f"oo_ml_{next(self._kept.count)}".encode()
+            self._check(pgconn.prepare(name, query.query, query.types))
+            names[key] = name
+        if name is None:  # one of too many statements: not kept
+            return pgconn.exec_params(
+                query.query, query.params, query.types, query.formats
+            )
+        return pgconn.exec_prepared(name, query.params, query.formats)
 
     def _check(self, result) -> None:
         if result.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
@@ -159,6 +183,13 @@ class _DirectCursor:
 
     def fetchone(self) -> tuple | None:
         return self._rows.pop(0) if self._rows else None
+
+
+_UNKNOWN_STATEMENT = b"26000"  # invalid_sql_statement_name
+
+
+def _sqlstate(result) -> bytes | None:
+    return result.error_field(pq.DiagnosticField.SQLSTATE)
 
 
 def recoverable():

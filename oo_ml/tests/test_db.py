@@ -18,7 +18,27 @@ from oo_ml.db import _DIRECT_PREPARED_MAX, _DirectCursor, direct_cursor, json_du
 
 def _url() -> str:
     db = connection.settings_dict
-    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
+    return (
+        f"postgres://{db['USER']}:{db.get('PASSWORD') or ''}@{db['HOST']}:"
+        f"{db['PORT'] or 5432}/{db['NAME']}"
+    )
+
+
+@pytest.fixture
+def direct(transactional_db):
+    """PostgreSQL, outside a transaction: where direct_cursor is itself."""
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL: set DATABASE_URL (make test does)")
+
+
+def _prepared_here() -> list[str]:
+    """The statements this connection keeps prepared by name for direct_cursor."""
+    return [
+        row[0]
+        for row in connection.connection.execute(
+            "SELECT statement FROM pg_prepared_statements WHERE name LIKE 'oo_ml_%%'"
+        )
+    ]
 
 
 def test_it_writes_what_json_reads_back_the_same():
@@ -64,8 +84,7 @@ def _is_direct(cursor) -> bool:
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_a_direct_statement_reads_what_djangos_cursor_reads():
+def test_a_direct_statement_reads_what_djangos_cursor_reads(direct):
     with connection.cursor() as cursor:
         cursor.execute(_TYPED, _VALUES)
         expected = cursor.fetchall()
@@ -75,6 +94,7 @@ def test_a_direct_statement_reads_what_djangos_cursor_reads():
             cursor.execute(_TYPED, _VALUES)
             assert cursor.rowcount == 1
             assert cursor.fetchall() == expected
+    assert len(_prepared_here()) == 1  # prepared once, then reused
     assert expected[0][:9] == (
         2**40,
         0.1,
@@ -89,8 +109,7 @@ def test_a_direct_statement_reads_what_djangos_cursor_reads():
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_a_direct_write_commits_on_its_own_and_counts_its_rows():
+def test_a_direct_write_commits_on_its_own_and_counts_its_rows(direct):
     with direct_cursor() as cursor:
         cursor.execute(
             "INSERT INTO auth_group (name) VALUES (%s), (%s)", ["direct", "other"]
@@ -99,6 +118,10 @@ def test_a_direct_write_commits_on_its_own_and_counts_its_rows():
         cursor.execute("DELETE FROM auth_group WHERE name = %s", ["other"])
         assert cursor.rowcount == 1
         assert cursor.fetchone() is None
+        cursor.execute("DELETE FROM auth_group WHERE name = %s", ["none"])
+        assert cursor.rowcount == 0
+        cursor.execute("SELECT name FROM auth_group WHERE name = %s", ["none"])
+        assert cursor.rowcount == 0 and cursor.fetchall() == []
     assert not connection.in_atomic_block
     # Another session sees it: it is committed, not waiting for a transaction.
     with psycopg.connect(_url(), autocommit=True) as other:
@@ -106,8 +129,7 @@ def test_a_direct_write_commits_on_its_own_and_counts_its_rows():
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_a_failed_direct_statement_raises_djangos_error_with_its_sqlstate():
+def test_a_failed_direct_statement_raises_djangos_error_with_its_sqlstate(direct):
     with direct_cursor() as cursor:
         cursor.execute("INSERT INTO auth_group (name) VALUES (%s)", ["twice"])
         with pytest.raises(IntegrityError) as raised:
@@ -123,8 +145,7 @@ def test_a_failed_direct_statement_raises_djangos_error_with_its_sqlstate():
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_inside_a_transaction_a_direct_cursor_is_djangos_and_rolls_back_with_it():
+def test_inside_a_transaction_a_direct_cursor_is_djangos_and_rolls_back_with_it(direct):
     with pytest.raises(RuntimeError), transaction.atomic():
         with direct_cursor() as cursor:
             assert not _is_direct(cursor)
@@ -134,8 +155,7 @@ def test_inside_a_transaction_a_direct_cursor_is_djangos_and_rolls_back_with_it(
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_recorded_queries_take_djangos_cursor_and_are_recorded():
+def test_recorded_queries_take_djangos_cursor_and_are_recorded(direct):
     with CaptureQueriesContext(connection) as queries, direct_cursor() as cursor:
         assert not _is_direct(cursor)
         cursor.execute("SELECT %s::int", [7])
@@ -143,8 +163,7 @@ def test_recorded_queries_take_djangos_cursor_and_are_recorded():
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_a_new_connection_prepares_again_and_many_statements_still_run():
+def test_a_new_connection_prepares_again_and_many_statements_still_run(direct):
     with direct_cursor() as cursor:
         cursor.execute("SELECT %s::int", [1])
     connection.close()  # the server forgets the prepared statements
@@ -153,7 +172,76 @@ def test_a_new_connection_prepares_again_and_many_statements_still_run():
             assert _is_direct(cursor)
             cursor.execute(f"SELECT %s::int + {n}", [1])
             assert cursor.fetchone() == (1 + n,)
-    kept = connection.connection.execute(
-        "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'oo_ml_%%'"
-    ).fetchone()[0]
-    assert kept == _DIRECT_PREPARED_MAX
+    assert len(_prepared_here()) == _DIRECT_PREPARED_MAX
+
+
+@pytest.mark.postgres
+def test_with_prepared_statements_off_the_direct_cursor_is_djangos(direct):
+    """DATABASE_PREPARED_STATEMENTS=false (a pooler that cannot keep them)."""
+    connection.ensure_connection()
+    raw = connection.connection
+    threshold, raw.prepare_threshold = raw.prepare_threshold, None
+    try:
+        with direct_cursor() as cursor:
+            assert not _is_direct(cursor)
+            cursor.execute("SELECT %s::int", [3])
+            assert cursor.fetchone() == (3,)
+        assert not _prepared_here()
+    finally:
+        raw.prepare_threshold = threshold
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("forget", ["rollback", "deallocate"])
+def test_statements_the_server_forgot_are_prepared_again(direct, forget):
+    """psycopg sends DEALLOCATE ALL on a rollback once it has prepared a statement
+    of its own; that drops direct_cursor's too, which must prepare them again
+    rather than fail every later request on the connection."""
+    connection.ensure_connection()
+    connection.connection.execute("SELECT 1", prepare=True)  # psycopg's own
+    with direct_cursor() as cursor:
+        cursor.execute("SELECT %s::int", [1])
+    if forget == "rollback":
+        with pytest.raises(RuntimeError), transaction.atomic():
+            Group.objects.create(name="undone")
+            raise RuntimeError
+    else:
+        connection.connection.execute("DEALLOCATE ALL")
+    assert not _prepared_here()
+    with direct_cursor() as cursor:
+        cursor.execute("SELECT %s::int", [2])
+        assert cursor.fetchall() == [(2,)]
+        cursor.execute("SELECT %s::text", ["new"])  # a name of its own
+        assert cursor.fetchall() == [("new",)]
+    assert len(_prepared_here()) == 2
+
+
+@pytest.mark.postgres
+def test_score_and_reward_send_their_statements_prepared_by_name(direct, registry):
+    """The hot routes' statements go through direct_cursor (over HTTP they run
+    outside a transaction, as here)."""
+    from policies.services import decision_make, reward_apply
+    from profiles.services import SCORING_PROFILE
+
+    decision = decision_make(
+        user_id="u",
+        candidates=[{"id": "a", "features": {}}, {"id": "b", "features": {}}],
+        context={"hour_of_day": 9, "day_of_week": 1},
+        profile={},
+        rng=np.random.default_rng(1),
+        stored_profile=SCORING_PROFILE,
+    )
+    reward = dict(
+        user_id="u",
+        tip_id=decision.tip_id,
+        reward=1.0,
+        features={"hour_of_day": 9},
+        day_of_week=1,
+        profile={},
+    )
+    reward_apply(**reward)  # creates the states, under the locks
+    reward_apply(**reward)  # the states exist: the unlocked write
+    prepared = " ".join(_prepared_here())
+    assert "policies_banditstate" in prepared  # the states' reads
+    assert 'INSERT INTO "policies_decision"' in prepared
+    assert "policies_state_moved()" in prepared  # the unlocked reward write
