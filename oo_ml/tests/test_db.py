@@ -217,30 +217,13 @@ def test_statements_the_server_forgot_are_prepared_again(direct, forget):
 
 
 @pytest.mark.postgres
-def test_score_and_reward_send_their_statements_prepared_by_name(direct, registry):
-    """The hot routes' statements go through direct_cursor (over HTTP they run
-    outside a transaction, as here)."""
-    from policies.services import decision_make, reward_apply
-    from profiles.services import SCORING_PROFILE
-
-    decision = decision_make(
-        user_id="u",
-        candidates=[{"id": "a", "features": {}}, {"id": "b", "features": {}}],
-        context={"hour_of_day": 9, "day_of_week": 1},
-        profile={},
-        rng=np.random.default_rng(1),
-        stored_profile=SCORING_PROFILE,
-    )
-    reward = dict(
-        user_id="u",
-        tip_id=decision.tip_id,
-        reward=1.0,
-        features={"hour_of_day": 9},
-        day_of_week=1,
-        profile={},
-    )
-    reward_apply(**reward)  # creates the states, under the locks
-    reward_apply(**reward)  # the states exist: the unlocked write
+def test_score_and_reward_send_their_statements_prepared_by_name(direct, registry, api):
+    """The hot routes' statements go through direct_cursor."""
+    score = {"user_id": "u", "candidates": [{"id": "a"}, {"id": "b"}]}
+    tip = api.post("/score", score, format="json").json()["tip_id"]
+    reward = {"user_id": "u", "tip_id": tip, "reward": 1.0, "features": {}}
+    for _ in range(2):  # the first creates the states, under the locks
+        assert api.post("/reward", reward, format="json").status_code == 200
     prepared = " ".join(_prepared_here())
     assert "policies_banditstate" in prepared  # the states' reads
     assert 'INSERT INTO "policies_decision"' in prepared
