@@ -367,45 +367,33 @@ def _already_rewarded(decision: Decision, cursor: CursorWrapper) -> None:
     )
 
 
-def _vector(
-    *,
-    policy: Policy,
-    decision: Decision | None,
-    index: int | None,
-    features: Mapping[str, Any],
-    day_of_week: int,
-    profile: Mapping[str, Any],
-    encoded: dict[int, np.ndarray],
-    widest: int,
-) -> np.ndarray:
-    """``policy``'s encoding of the rewarded candidate (docs/features.md).
-
-    The deciding policy's is the vector it logged. Any other policy encodes the
-    candidate in the context and profile the decision logged; without a
-    decision, every policy encodes the body in its own dimension. An encoding
-    depends on nothing else, and a narrower one is the start of a wider one,
-    so the candidate is encoded once, in the ``widest`` dimension of the
-    reward's policies (kept in ``encoded``), and each policy takes its part,
-    as /score does.
-    """
+def _encoded(job: _Reward, dimension: int) -> np.ndarray:
+    """The rewarded candidate encoded in ``dimension`` (docs/features.md): in the
+    context and profile the decision logged, or without a decision, the body's."""
+    decision, index = job.decision, job.index
     if decision is not None and index is not None:
-        if policy.id == decision.policy_id:
-            return np.asarray(decision.features[index], dtype=float)
         features = decision.candidates[index]["features"]
         hour = decision.context["hour_of_day"]
         day_of_week = decision.context["day_of_week"]
         profile = decision.profile
     else:
+        features, day_of_week, profile = job.features, job.day_of_week, job.profile
         hour = features["hour_of_day"]
-    if widest not in encoded:
-        encoded[widest] = bandits.encode(
-            [features],
-            hours=[hour],
-            day_of_week=day_of_week,
-            profile=profile,
-            dimension=widest,
-        )[0]
-    return encoded[widest][: policy.dimension]
+    return bandits.encode(
+        [features],
+        hours=[hour],
+        day_of_week=day_of_week,
+        profile=profile,
+        dimension=dimension,
+    )[0]
+
+
+def _logged(job: _Reward, policy: Policy) -> np.ndarray | None:
+    """The vector ``policy`` logged for the rewarded candidate, if it decided."""
+    decision, index = job.decision, job.index
+    if decision is None or index is None or policy.id != decision.policy_id:
+        return None
+    return np.asarray(decision.features[index], dtype=float)
 
 
 def reward_apply(
@@ -554,19 +542,18 @@ def _learn(job: _Reward, *, cursor: CursorWrapper, locked: bool) -> RewardResult
         if settings.REWARD_AGGREGATION == "first":
             _already_rewarded(job.decision, cursor)
     rows, updates = [], []
-    encoded: dict[int, np.ndarray] = {}  # the candidate's, encoded once
-    widest = max(state.policy.dimension for state in states)
-    for state in states:
-        x = _vector(
-            policy=state.policy,
-            decision=job.decision,
-            index=job.index,
-            features=job.features,
-            day_of_week=job.day_of_week,
-            profile=job.profile,
-            encoded=encoded,
-            widest=widest,
-        )
+    # Each policy's encoding of the candidate: the deciding policy's is the
+    # vector it logged; the others', the candidate encoded once in the widest
+    # of their dimensions, each taking its part (a narrower encoding is the
+    # start of a wider one, as /score has it).
+    logged = [_logged(job, state.policy) for state in states]
+    others = [
+        s.policy.dimension for s, x in zip(states, logged, strict=True) if x is None
+    ]
+    wide = _encoded(job, max(others)) if others else None
+    for state, x in zip(states, logged, strict=True):
+        if x is None:
+            x = wide[: state.policy.dimension]
         a, b = bandits.update(state.a, state.b, x, job.reward)
         own = state is target
         rows.append(
