@@ -43,6 +43,14 @@ psycopg_queries.MAX_CACHED_STATEMENT_PARAMS = max(
 )
 
 
+@functools.cache
+def on_postgresql() -> bool:
+    """Whether the database is PostgreSQL, asked once: ``connection.vendor``
+    looks the connection up on every use (a few µs, several times a request on
+    the hot path), and a process's database never changes engine."""
+    return connections[DEFAULT_DB_ALIAS].vendor == "postgresql"
+
+
 def json_dumps(value) -> bytes | str:
     """JSON columns on the hot path: orjson writes a decision's candidates,
     vectors and estimates over ten times faster than json.dumps, the same JSON for
@@ -213,9 +221,14 @@ def rows_insert(
         c.execute(sql, params)
 
 
-def rows_insert_sql(objs: Sequence[models.Model]) -> tuple[str, list]:
-    """The statement ``rows_insert`` runs, and its parameters."""
-    model = type(objs[0])
+def rows_insert_sql(
+    objs: Sequence, model: type[models.Model] | None = None
+) -> tuple[str, list]:
+    """The statement ``rows_insert`` runs, and its parameters. ``objs``: instances
+    of one model, or, with ``model`` given, rows that only carry its fields'
+    values by attribute name (a ``SimpleNamespace`` costs a microsecond, where a
+    model instance costs over ten: the hot path's log rows)."""
+    model = model or type(objs[0])
     plan = _insert_plan(model, getattr(objs[0], model._meta.pk.attname) is not None)
     sql = plan.head + ", ".join([plan.row] * len(objs))
     return sql, [prep(value(obj)) for obj in objs for value, prep in plan.columns]
@@ -259,14 +272,14 @@ def _preparer(field: models.Field) -> Callable:
     if (
         isinstance(field, models.JSONField)
         and field.encoder is None
-        and connection.vendor == "postgresql"
+        and on_postgresql()
     ):
         # The log's fields take ``json`` (oo_ml.fields), the others ``jsonb``.
         wrap = Json if isinstance(field, LogJSONField) else Jsonb
         return lambda value: None if value is None else wrap(value, dumps=json_dumps)
     prep = functools.partial(field.get_db_prep_save, connection=connection)
     base = type(field.target_field if field.is_relation else field)
-    if connection.vendor == "postgresql" and base in _AS_IS_ON_POSTGRESQL:
+    if on_postgresql() and base in _AS_IS_ON_POSTGRESQL:
         kept = _AS_IS_ON_POSTGRESQL[base]
         return lambda value: value if value is None or kept(value) else prep(value)
     kind = _AS_IS.get(base)
@@ -344,7 +357,7 @@ def names_lock(names: Iterable[str], cursor: CursorWrapper | None = None) -> Non
     user's profile before it is first stored). SQLite needs none: a write
     transaction holds the whole file.
     """
-    if connection.vendor != "postgresql":
+    if not on_postgresql():
         return
     keys = sorted({_lock_key(name) for name in names})
     if keys:

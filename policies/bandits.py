@@ -100,7 +100,7 @@ def _encode_into(
     x[..., 0] = np.sin(angle)
     x[..., 1] = np.cos(angle)
     x[..., 2] = overdue
-    x[..., 3] = np.clip(age / 30.0, 0.0, 1.0)
+    x[..., 3] = np.minimum(np.maximum(age / 30.0, 0.0), 1.0)  # np.clip: 2x slower
     x[..., 4] = (priority - 1.0) / 3.0
     if dimension >= 7:
         angle = _TWO_PI * day_of_week / 7.0

@@ -81,7 +81,9 @@ def array_to_bytes(array: np.ndarray) -> bytes:
 
 
 def array_from_bytes(raw: bytes | memoryview, shape: tuple[int, ...]) -> np.ndarray:
-    return np.frombuffer(bytes(raw), dtype="<f8").reshape(shape).copy()
+    """The array stored as ``raw``, read-only: a view of those bytes, not a copy
+    (every use of a stored state makes new arrays from it)."""
+    return np.frombuffer(raw, dtype="<f8").reshape(shape)
 
 
 def state_from_bytes(
@@ -201,6 +203,7 @@ class Reward(CreatedModel):
     )
     # NULL, not "", for "no event id": the unique constraint must skip those rows.
     event_id = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
+    # Empty when the reward has no event id: only a reward with one can be replayed.
     fingerprint = models.CharField(
         max_length=64, help_text="Digest of the request: a replay must match it."
     )

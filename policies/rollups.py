@@ -22,7 +22,7 @@ from django.db.backends.utils import CursorWrapper
 from django.db.models import Count, Exists, OuterRef, Q, Sum
 from django.db.models.functions import TruncHour
 
-from oo_ml.db import rows_insert_sql
+from oo_ml.db import on_postgresql, rows_insert_sql
 from oo_ml.partitions import DAY, day_partitions, is_partitioned
 from policies.models import ActivityHour, Decision, Reward, Role
 
@@ -40,7 +40,7 @@ def hour_of(at: dt.datetime) -> dt.datetime:
 
 
 def _shard() -> str:
-    if connection.vendor == "postgresql":
+    if on_postgresql():
         return f"(pg_backend_pid() %% {ACTIVITY_SHARDS})"
     return "0"
 
@@ -84,23 +84,24 @@ def decisions_insert(decisions: Sequence[Decision], cursor: CursorWrapper) -> No
     """Insert one request's decisions and count them, atomically: on PostgreSQL
     in one statement (a data-modifying WITH), elsewhere two in a transaction
     the caller holds or, autocommitting, SQLite's one writer."""
-    _insert_counted(decisions, decision_counts(decisions), cursor)
+    _insert_counted(rows_insert_sql(decisions), decision_counts(decisions), cursor)
 
 
 def _insert_counted(
-    rows: Sequence[Decision | Reward],
+    rows: tuple[str, list],
     counts: Counts,
     cursor: CursorWrapper,
     then: tuple[str, list] | None = None,
 ) -> None:
-    """Insert ``rows`` and add ``counts`` to the roll-up; ``then``, the end of
-    the statement and its parameters, runs with them. On PostgreSQL it follows
-    the WITH items ``logged`` and ``counted`` (more items and a main statement,
-    or a main statement: data-modifying items run whether or not they are read);
+    """Insert log rows (``rows``: the statement and its parameters) and add
+    ``counts`` to the roll-up; ``then``, the end of the statement and its
+    parameters, runs with them. On PostgreSQL it follows the WITH items
+    ``logged`` and ``counted`` (more items and a main statement, or a main
+    statement: data-modifying items run whether or not they are read);
     elsewhere it is a statement of its own in the same transaction."""
-    insert, params = rows_insert_sql(rows)
+    insert, params = rows
     upsert, more = upsert_sql(counts)
-    if connection.vendor == "postgresql":
+    if on_postgresql():
         if then is None:
             cursor.execute(f"WITH logged AS ({insert}) {upsert}", [*params, *more])
         else:
@@ -117,7 +118,7 @@ def _insert_counted(
                 cursor.execute(*then)
 
 
-def reward_counts(rewards: Iterable[Reward]) -> Counts:
+def reward_counts(rewards: Iterable) -> Counts:
     counts: Counts = defaultdict(_empty)
     for r in rewards:
         c = counts[(r.policy_id, hour_of(r.created_at))]
@@ -130,13 +131,16 @@ def reward_counts(rewards: Iterable[Reward]) -> Counts:
 
 
 def rewards_insert(
-    rewards: Sequence[Reward],
+    rewards: Sequence,
     cursor: CursorWrapper,
     then: tuple[str, list] | None = None,
 ) -> None:
-    """Insert reward rows and count them, in one statement on PostgreSQL, with
-    ``then`` (the learners' state updates) in it."""
-    _insert_counted(rewards, reward_counts(rewards), cursor, then)
+    """Insert reward rows (``Reward`` instances, or rows carrying its fields by
+    attribute name: ``oo_ml.db.rows_insert_sql``) and count them, in one
+    statement on PostgreSQL, with ``then`` (the learners' state updates) in it."""
+    _insert_counted(
+        rows_insert_sql(rewards, Reward), reward_counts(rewards), cursor, then
+    )
 
 
 def _aware(at: dt.datetime | str) -> dt.datetime:

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from oo_ml.db import (
     fetch_one,
     for_update,
     names_lock,
+    on_postgresql,
     recoverable,
 )
 from oo_ml.errors import Conflict, InvalidInput, NotFound
@@ -221,7 +223,7 @@ def _states_read(
     for one user lock the same rows in the same order, so they queue rather
     than deadlock). Unlocked: None if one is missing."""
     params = {"user": user_id, "value": value}
-    version = "s.xmin::text" if connection.vendor == "postgresql" else "NULL"
+    version = "s.xmin::text" if on_postgresql() else "NULL"
     sql = _STATES_SQL.format(which=which, version=version)
     if locked:
         sql += for_update(of="s")
@@ -418,20 +420,22 @@ def reward_apply(
     default) a decision takes one reward: a later one is a Conflict. A repeated
     ``event_id`` changes nothing.
     """
-    fingerprint = request_fingerprint(
-        user_id=user_id,
-        tip_id=tip_id,
-        reward=reward,
-        features=features,
-        day_of_week=day_of_week,
-        profile=profile,
-        decision_id=decision_id,
-        policy=policy_name,
-    )
-    if event_id is not None and (
-        replay := _replay_or_conflict(event_id=event_id, fingerprint=fingerprint)
-    ):
-        return replay
+    # What tells a replay of an event id from its reuse; without one, a reward
+    # is never replayed, and its rows keep none.
+    fingerprint = ""
+    if event_id is not None:
+        fingerprint = request_fingerprint(
+            user_id=user_id,
+            tip_id=tip_id,
+            reward=reward,
+            features=features,
+            day_of_week=day_of_week,
+            profile=profile,
+            decision_id=decision_id,
+            policy=policy_name,
+        )
+        if replay := _replay_or_conflict(event_id=event_id, fingerprint=fingerprint):
+            return replay
     decision, index = None, None
     if decision_id is not None:
         decision, index = decision_candidate(
@@ -468,7 +472,7 @@ def reward_apply(
         # First without locks, unless the reward carries an event id (whose
         # replay check needs its lock). If anything moved meanwhile, or a state
         # is new, it is done again under the locks.
-        if event_id is None and connection.vendor == "postgresql":
+        if event_id is None and on_postgresql():
             with direct_cursor() as cursor:
                 result = _learn(job, cursor=cursor, locked=False)
             if result is not None:
@@ -557,7 +561,8 @@ def _learn(job: _Reward, *, cursor: CursorWrapper, locked: bool) -> RewardResult
         a, b = bandits.update(state.a, state.b, x, job.reward)
         own = state is target
         rows.append(
-            Reward(  # by ids: setting a relation checks and caches its instance
+            SimpleNamespace(  # a Reward's fields: rollups.rewards_insert
+                id=None,
                 policy_id=state.policy.id,
                 user_id=job.user_id,
                 tip_id=job.tip_id,
@@ -583,7 +588,7 @@ def _learn(job: _Reward, *, cursor: CursorWrapper, locked: bool) -> RewardResult
                 state.version,
             ]
         )
-    if connection.vendor != "postgresql":
+    if not on_postgresql():
         rollups.rewards_insert(rows, cursor)
         cursor.executemany(_STATE_UPDATE_SQL, [u[:5] for u in updates])
     elif locked:

@@ -53,8 +53,7 @@ def shared_model_refit(*, policy_name: str, full: bool = False) -> SharedModel |
     new = 0
     for batch in reward_vectors(policy=policy, after_id=through):
         g, m = bandits.shared_moments(batch.xs, batch.rewards)
-        gram += g
-        moment += m
+        gram, moment = gram + g, moment + m
         new += len(batch.rewards)
         through = max(through, batch.last_id)
     if latest is not None and not full and new == 0:

@@ -208,6 +208,32 @@ def test_replaying_an_event_changes_nothing_and_says_so(api):
 
 
 @pytest.mark.django_db
+def test_only_a_reward_with_an_event_id_keeps_the_requests_digest(api):
+    reward(api, tip_id="t", reward=1.0)
+    reward(api, tip_id="t", reward=1.0, event_id="e-1")
+
+    # Without an event id there is nothing to replay, and nothing kept to tell
+    # a replay by; with one, each of its rows keeps the digest.
+    assert set(
+        Reward.objects.filter(event_id=None, learned=False).values_list(
+            "fingerprint", flat=True
+        )
+    ) == {""}
+    kept = Reward.objects.filter(
+        created_at=Reward.objects.get(event_id="e-1").created_at
+    )
+    assert len({r.fingerprint for r in kept}) == 1 and len(kept) == 3
+    assert len(kept[0].fingerprint) == 64
+    # ... by which a reuse of the id for another reward is told from a replay.
+    conflict = api.post(
+        "/reward",
+        {"user_id": "u1", "tip_id": "t", "reward": 0.5, "event_id": "e-1"},
+        format="json",
+    )
+    assert conflict.status_code == 409
+
+
+@pytest.mark.django_db
 def test_stats_count_pulls_explorations_and_rewards(api):
     Policy.objects.filter(name="egreedy-v1").update(params={"epsilon": 1.0})
     for _ in range(4):
