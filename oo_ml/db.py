@@ -311,13 +311,15 @@ _AS_IS = {
 
 
 # And on PostgreSQL, whose adapter takes them as they are: an aware datetime
-# (a naive one is made aware, with Django's warning) and a UUID (SQLite's is
-# stored as text).
+# (a naive one is made aware, with Django's warning), a UUID (SQLite's is
+# stored as text) and bytes (psycopg sends them as bytea, as Django's wrapper
+# for them asks).
 _AS_IS_ON_POSTGRESQL = {
     models.DateTimeField: lambda value: (
         type(value) is datetime and value.tzinfo is not None
     ),
     models.UUIDField: lambda value: type(value) is uuid.UUID,
+    models.BinaryField: lambda value: type(value) is bytes,
 }
 
 

@@ -4,6 +4,7 @@ its cursor (oo_ml.db.direct_cursor)."""
 import json
 import uuid
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import numpy as np
 import psycopg
@@ -13,7 +14,14 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from psycopg.types.json import Json
 
-from oo_ml.db import _DIRECT_PREPARED_MAX, _DirectCursor, direct_cursor, json_dumps
+from oo_ml.db import (
+    _DIRECT_PREPARED_MAX,
+    _DirectCursor,
+    direct_cursor,
+    json_dumps,
+    rows_insert_sql,
+)
+from policies.models import Policy, Reward
 
 
 def _url() -> str:
@@ -228,3 +236,41 @@ def test_score_and_reward_send_their_statements_prepared_by_name(direct, registr
     assert "policies_banditstate" in prepared  # the states' reads
     assert 'INSERT INTO "policies_decision"' in prepared
     assert "policies_state_moved()" in prepared  # the unlocked reward write
+
+
+# rows_insert_sql: the hot path's log rows, stored as the ORM stores them.
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("plain", [False, True], ids=["instances", "plain rows"])
+def test_a_log_row_inserted_reads_back_as_the_orms_own(plain):
+    policy = Policy.objects.create(name="p", algorithm="hybrid", dimension=12)
+    at = datetime(2026, 12, 5, 1, 2, 3, 456789, tzinfo=UTC)
+    fields = {
+        "policy_id": policy.id,
+        "user_id": "Fé",
+        "tip_id": "t",
+        "reward": 0.1,
+        "decision_id": uuid.UUID("01938a2b-0000-7000-8000-000000000001"),
+        "event_id": None,
+        "fingerprint": "",
+        "features": [0.1, 0.30000000000000004, -1e-07],
+        "vector": np.array([0.1, -2.0]).tobytes(),
+        "learned": True,
+        "created_at": at,
+    }
+    Reward.objects.bulk_create([Reward(**fields)])
+    if plain:
+        sql, params = rows_insert_sql([SimpleNamespace(id=None, **fields)], Reward)
+    else:
+        sql, params = rows_insert_sql([Reward(**fields)])
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+    orms, ours = (
+        {name: getattr(r, name) for name in fields}
+        for r in Reward.objects.order_by("id")
+    )
+    assert ours == orms
+    assert bytes(ours["vector"]) == fields["vector"]
+    assert ours["features"] == fields["features"] and ours["created_at"] == at
