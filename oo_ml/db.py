@@ -153,7 +153,7 @@ class _DirectCursor:
             query = psycopg_queries.PostgresQuery(self._kept.tx)
             query.convert(sql, params)
             result = self._run(query)
-            if _sqlstate(result) == _UNKNOWN_STATEMENT:  # forgotten: nothing ran
+            if _forgotten(result):  # nothing ran
                 self._kept.names.clear()
                 result = self._run(query)
             self._check(result)
@@ -196,8 +196,13 @@ class _DirectCursor:
 _UNKNOWN_STATEMENT = b"26000"  # invalid_sql_statement_name
 
 
-def _sqlstate(result) -> bytes | None:
-    return result.error_field(pq.DiagnosticField.SQLSTATE)
+def _forgotten(result) -> bool:
+    """Whether the statement failed because the server forgot it (asked only of
+    a failure: a result's fields cost a call to libpq each)."""
+    return (
+        result.status == pq.ExecStatus.FATAL_ERROR
+        and result.error_field(pq.DiagnosticField.SQLSTATE) == _UNKNOWN_STATEMENT
+    )
 
 
 def recoverable():
