@@ -17,7 +17,7 @@ import operator
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import orjson
 from django.db import DEFAULT_DB_ALIAS, connection, connections, models, transaction
@@ -326,6 +326,13 @@ _AS_IS_ON_POSTGRESQL = {
     models.UUIDField: lambda value: type(value) is uuid.UUID,
     models.BinaryField: lambda value: type(value) is bytes,
 }
+
+
+def aware(at: datetime | str) -> datetime:
+    """A datetime from a raw cursor: SQLite hands back text."""
+    if isinstance(at, str):
+        at = datetime.fromisoformat(at)
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def fetch_one(

@@ -22,7 +22,7 @@ from django.db.backends.utils import CursorWrapper
 from django.db.models import Count, Exists, OuterRef, Q, Sum
 from django.db.models.functions import TruncHour
 
-from oo_ml.db import on_postgresql, rows_insert_sql
+from oo_ml.db import aware, on_postgresql, rows_insert_sql
 from oo_ml.partitions import DAY, day_partitions, is_partitioned
 from policies.models import ActivityHour, Decision, Reward, Role
 
@@ -143,20 +143,13 @@ def rewards_insert(
     )
 
 
-def _aware(at: dt.datetime | str) -> dt.datetime:
-    """A datetime from a raw cursor: SQLite hands back text."""
-    if isinstance(at, str):
-        at = dt.datetime.fromisoformat(at)
-    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
-
-
 def decisions_uncount(rows: Iterable[tuple], cursor: CursorWrapper) -> None:
     """Take deleted decisions back out of the roll-up (a user reset).
 
     ``rows``: (policy_id, created_at, role, tip_id, request_id) of every decision
     deleted; a request's decisions are all one user's, so they go together.
     """
-    rows = [(p, _aware(at), role, tip, req) for p, at, role, tip, req in rows]
+    rows = [(p, aware(at), role, tip, req) for p, at, role, tip, req in rows]
     active = {r[4]: r[3] for r in rows if r[2] == Role.ACTIVE}
     counts: Counts = defaultdict(_empty)
     for policy_id, created_at, role, tip_id, request_id in rows:

@@ -17,6 +17,7 @@ from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
 from oo_ml.db import (
+    aware,
     direct_cursor,
     fetch_all,
     fetch_one,
@@ -57,12 +58,43 @@ class RewardResult:
     learned_by: tuple[str, ...] = ()
 
 
+# The decision a reward names, what a reward reads of it, and its policy: plain
+# SQL (oo_ml/db.py), where the ORM's query cost more than the rest of the reward.
+_DECISION_SQL = f"""
+    SELECT d.created_at, d.user_id, d.candidates, d.context, d.profile, d.features,
+        {POLICY_COLUMNS}
+    FROM {Decision._meta.db_table} d
+    JOIN {Policy._meta.db_table} p ON p.id = d.policy_id
+    WHERE d.id = %s
+"""
+_DECISION_JSON = ("candidates", "context", "profile", "features")
+
+
+def _decision_read(decision_id: uuid.UUID) -> Decision | None:
+    """The decision ``decision_id`` with the fields a reward reads, or None."""
+    with direct_cursor() as cursor:
+        row = fetch_one(_DECISION_SQL, [_db_uuid(decision_id)], cursor)
+    if row is None:
+        return None
+    created_at, user_id, *documents = row[:6]
+    return Decision(
+        id=decision_id,
+        created_at=aware(created_at),
+        user_id=user_id,
+        policy=policy_from_row(row[6:]),
+        **{
+            name: Decision._meta.get_field(name).from_db_value(text, None, connection)
+            for name, text in zip(_DECISION_JSON, documents, strict=True)
+        },
+    )
+
+
 def decision_candidate(
     *, decision_id: uuid.UUID, user_id: str, tip_id: str, policy_name: str | None
 ) -> tuple[Decision, int]:
     """The decision and the index of ``tip_id`` among its candidates, checked:
     it exists, is this user's (and the named policy's), and offered the tip."""
-    decision = Decision.objects.select_related("policy").filter(id=decision_id).first()
+    decision = _decision_read(decision_id)
     if decision is None:
         raise NotFound(f"No decision {decision_id}.", field="decision_id")
     if decision.user_id != user_id:
