@@ -61,6 +61,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--history", type=int, default=0)
     parser.add_argument("--migrate", action="store_true")
+    parser.add_argument(
+        "--decided", action="store_true", help="/reward names a decision"
+    )
     args = parser.parse_args()
 
     env_key = {"DJANGO_SECRET_KEY": "bench-only-" + "x" * 50}
@@ -89,6 +92,7 @@ def main() -> int:
                     str(args.warmup),
                     "--history",
                     str(args.history),
+                    *(["--decided"] if args.decided else []),
                 ],
                 code,
                 url,

@@ -13,8 +13,11 @@ requests. No HTTP server or network is involved, so this is the server-side cost
 ``--code DIR`` runs another checkout's application code (a ``git worktree`` of an
 older commit, on a database migrated by that code) with this script, so two
 versions can be measured the same way; ``bench/compare_requests.py`` does that
-interleaved. ``--history N`` first stores N events per user over the last 35
-days (once, into a database without events), so that a per-user recount has a
+interleaved. ``--decided`` makes each /reward name a decision, made by a
+/score first (untimed), as the recommender's rewards do; without it a reward
+is rebuilt from its body, as bench/reward.lua sends. ``--history N`` first
+stores N events per user over the last 35 days (once, into a database without
+events), so that a per-user recount has a
 realistic history to count.
 """
 
@@ -295,6 +298,11 @@ def main() -> int:
     parser.add_argument("--code", type=Path, help="run this checkout's app code")
     parser.add_argument("--history", type=int, default=0, help="events per user")
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument(
+        "--decided",
+        action="store_true",
+        help="/reward names a decision (made by an untimed /score first)",
+    )
     args = parser.parse_args()
 
     from django.db import connection
@@ -319,17 +327,30 @@ def main() -> int:
             )
         return response
 
+    def decided(rng: random.Random, users: int) -> dict:
+        """A reward for a decision just made (its /score is not timed)."""
+        body = score_body(rng, users)
+        answer = post("/score", body).json()
+        return {
+            "user_id": body["user_id"],
+            "tip_id": answer["tip_id"],
+            "reward": rng.choice(REWARDS),
+            "decision_id": answer["decision_id"],
+        }
+
     for route in args.routes:
-        make = BODIES[route]
+        make = decided if route == "/reward" and args.decided else BODIES[route]
         # Warm: the token cache, connection, imports; every user gets a state row.
         for _ in range(args.warmup):
             post(route, make(rng, args.users))
 
         # Apart: recording Django's queries makes the hot path use its cursor.
+        body = make(rng, args.users)
         with CaptureQueriesContext(connection) as queries:
-            post(route, make(rng, args.users))
+            post(route, body)
+        body = make(rng, args.users)
         with statements() as sent:
-            post(route, make(rng, args.users))
+            post(route, body)
         ping = connection.settings_dict.get("CONN_HEALTH_CHECKS")
         print(
             f"\n=== {route}: {len(queries)} queries in one request (Django's count), "
