@@ -17,8 +17,7 @@ interleaved. ``--decided`` makes each /reward name a decision, made by a
 /score first (untimed), as the recommender's rewards do; without it a reward
 is rebuilt from its body, as bench/reward.lua sends. ``--history N`` first
 stores N events per user over the last 35 days (once, into a database without
-events), so that a per-user recount has a
-realistic history to count.
+events), so that a per-user recount has a realistic history to count.
 """
 
 from __future__ import annotations
@@ -376,6 +375,8 @@ def main() -> int:
                 f"in its PostgreSQL backend, {args.requests} requests"
             )
             continue
+        if make is decided:  # a decision takes one reward: new ones
+            bodies = [make(rng, args.users) for _ in range(args.requests)]
         profile = cProfile.Profile()
         started = time.perf_counter()
         profile.enable()

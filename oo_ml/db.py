@@ -153,13 +153,15 @@ class _DirectCursor:
             query = psycopg_queries.PostgresQuery(self._kept.tx)
             query.convert(sql, params)
             result = self._run(query)
-            if _forgotten(result):  # nothing ran
-                self._kept.names.clear()
+            status = result.status
+            if status == pq.ExecStatus.FATAL_ERROR and _forgotten(result):
+                self._kept.names.clear()  # nothing ran: again
                 result = self._run(query)
-            self._check(result)
+                status = result.status
+            self._check(result, status)
             nrows = result.command_tuples
             self.rowcount = -1 if nrows is None else nrows
-            if result.status == pq.ExecStatus.TUPLES_OK:
+            if status == pq.ExecStatus.TUPLES_OK:
                 self._kept.tx.set_pgresult(result)
                 self._rows = self._kept.tx.load_rows(0, result.ntuples, tuple)
             else:
@@ -179,8 +181,9 @@ class _DirectCursor:
             )
         return pgconn.exec_prepared(name, query.params, query.formats)
 
-    def _check(self, result) -> None:
-        if result.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+    def _check(self, result, status: pq.ExecStatus | None = None) -> None:
+        status = result.status if status is None else status
+        if status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
             raise psycopg_errors.error_from_result(
                 result, encoding=self._raw.info.encoding
             )
@@ -196,13 +199,9 @@ class _DirectCursor:
 _UNKNOWN_STATEMENT = b"26000"  # invalid_sql_statement_name
 
 
-def _forgotten(result) -> bool:
-    """Whether the statement failed because the server forgot it (asked only of
-    a failure: a result's fields cost a call to libpq each)."""
-    return (
-        result.status == pq.ExecStatus.FATAL_ERROR
-        and result.error_field(pq.DiagnosticField.SQLSTATE) == _UNKNOWN_STATEMENT
-    )
+def _forgotten(failed) -> bool:
+    """Whether a failed statement failed because the server forgot it."""
+    return failed.error_field(pq.DiagnosticField.SQLSTATE) == _UNKNOWN_STATEMENT
 
 
 def recoverable():
@@ -232,7 +231,9 @@ def rows_insert_sql(
     """The statement ``rows_insert`` runs, and its parameters. ``objs``: instances
     of one model, or, with ``model`` given, rows that only carry its fields'
     values by attribute name (a ``SimpleNamespace`` costs a microsecond, where a
-    model instance costs over ten: the hot path's log rows)."""
+    model instance costs over ten: the hot path's log rows). Such a row gets no
+    field defaults: it names every field, ``id`` (None) included, so a field
+    added to the model must be added where those rows are made."""
     model = model or type(objs[0])
     plan = _insert_plan(model, getattr(objs[0], model._meta.pk.attname) is not None)
     sql = plan.head + ", ".join([plan.row] * len(objs))

@@ -203,7 +203,8 @@ class Reward(CreatedModel):
     )
     # NULL, not "", for "no event id": the unique constraint must skip those rows.
     event_id = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
-    # Empty when the reward has no event id: only a reward with one can be replayed.
+    # Empty when the reward has no event id (since 2026-12-05; older rows keep
+    # theirs): only a reward with one can be replayed.
     fingerprint = models.CharField(
         max_length=64, help_text="Digest of the request: a replay must match it."
     )

@@ -88,18 +88,18 @@ def decisions_insert(decisions: Sequence[Decision], cursor: CursorWrapper) -> No
 
 
 def _insert_counted(
-    rows: tuple[str, list],
+    insert: tuple[str, list],
     counts: Counts,
     cursor: CursorWrapper,
     then: tuple[str, list] | None = None,
 ) -> None:
-    """Insert log rows (``rows``: the statement and its parameters) and add
+    """Insert log rows (``insert``: the statement and its parameters) and add
     ``counts`` to the roll-up; ``then``, the end of the statement and its
     parameters, runs with them. On PostgreSQL it follows the WITH items
     ``logged`` and ``counted`` (more items and a main statement, or a main
     statement: data-modifying items run whether or not they are read);
     elsewhere it is a statement of its own in the same transaction."""
-    insert, params = rows
+    insert, params = insert
     upsert, more = upsert_sql(counts)
     if on_postgresql():
         if then is None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from django.db.models import Count, Q, Sum
-from django.utils import timezone
 
-from oo_ml.db import fetch_all, fetch_one
+from oo_ml.db import aware, fetch_all, fetch_one
 from profiles import features, inference
 from profiles.features import EventCounts
 from profiles.models import COUNT_FIELDS, Event, Kind, Profile, counts_from_values
@@ -139,10 +138,8 @@ def features_of_row(row: Sequence | None) -> tuple[dict, datetime] | None:
     """``stored_features`` of a row of PROFILE_SQL's columns (all null: none)."""
     if row is None or row[-1] is None:
         return None
-    computed_at = row[-1]
-    if timezone.is_naive(computed_at):  # SQLite: stored in UTC, read back naive
-        computed_at = timezone.make_aware(computed_at, UTC)
-    return features.compute(counts_from_values(row[:-1])), computed_at
+    # SQLite's is read back naive (stored in UTC).
+    return features.compute(counts_from_values(row[:-1])), aware(row[-1])
 
 
 def profile_get(*, user_id: str) -> Profile | None:

@@ -21,7 +21,9 @@ from oo_ml.db import (
     json_dumps,
     rows_insert_sql,
 )
-from policies.models import Policy, Reward
+from oo_ml.models import uuid7
+from policies.models import Decision, Policy, Reward
+from policies.services.rewards import _decision_read
 
 
 def _url() -> str:
@@ -236,6 +238,28 @@ def test_score_and_reward_send_their_statements_prepared_by_name(direct, registr
     assert "policies_banditstate" in prepared  # the states' reads
     assert 'INSERT INTO "policies_decision"' in prepared
     assert "policies_state_moved()" in prepared  # the unlocked reward write
+
+
+@pytest.mark.postgres
+def test_a_rewards_decision_read_directly_is_the_orms(direct, registry, api):
+    score = {
+        "user_id": "u",
+        "candidates": [{"id": "a", "features": {"priority": 3}}, {"id": "b"}],
+        "context": {"hour_of_day": 9, "day_of_week": 2},
+    }
+    answer = api.post("/score", score, format="json").json()
+    decision_id = uuid.UUID(answer["decision_id"])
+
+    read = _decision_read(decision_id)
+
+    assert "FROM policies_decision d" in " ".join(_prepared_here())
+    orms = Decision.objects.select_related("policy").get(id=decision_id)
+    fields = ("id", "created_at", "user_id", "policy_id", "candidates", "context")
+    for name in (*fields, "profile", "features"):
+        assert getattr(read, name) == getattr(orms, name), name
+    assert read.policy.name == orms.policy.name == answer["policy"]
+    assert read.candidate_index(answer["tip_id"]) is not None
+    assert _decision_read(uuid7()) is None
 
 
 # rows_insert_sql: the hot path's log rows, stored as the ORM stores them.

@@ -67,7 +67,10 @@ _DECISION_SQL = f"""
     JOIN {Policy._meta.db_table} p ON p.id = d.policy_id
     WHERE d.id = %s
 """
-_DECISION_JSON = ("candidates", "context", "profile", "features")
+_DECISION_JSON = tuple(
+    Decision._meta.get_field(name)
+    for name in ("candidates", "context", "profile", "features")
+)
 
 
 def _decision_read(decision_id: uuid.UUID) -> Decision | None:
@@ -83,8 +86,8 @@ def _decision_read(decision_id: uuid.UUID) -> Decision | None:
         user_id=user_id,
         policy=policy_from_row(row[6:]),
         **{
-            name: Decision._meta.get_field(name).from_db_value(text, None, connection)
-            for name, text in zip(_DECISION_JSON, documents, strict=True)
+            field.name: field.from_db_value(text, None, connection)
+            for field, text in zip(_DECISION_JSON, documents, strict=True)
         },
     )
 
@@ -593,7 +596,7 @@ def _learn(job: _Reward, *, cursor: CursorWrapper, locked: bool) -> RewardResult
         a, b = bandits.update(state.a, state.b, x, job.reward)
         own = state is target
         rows.append(
-            SimpleNamespace(  # a Reward's fields: rollups.rewards_insert
+            SimpleNamespace(  # every Reward field: oo_ml.db.rows_insert_sql
                 id=None,
                 policy_id=state.policy.id,
                 user_id=job.user_id,
