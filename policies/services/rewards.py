@@ -455,19 +455,20 @@ def reward_apply(
     default) a decision takes one reward: a later one is a Conflict. A repeated
     ``event_id`` changes nothing.
     """
+    said = {
+        "user_id": user_id,
+        "tip_id": tip_id,
+        "reward": reward,
+        "features": features,
+        "day_of_week": day_of_week,
+        "profile": profile,
+    }
     # What tells a replay of an event id from its reuse; without one, a reward
     # is never replayed, and its rows keep none.
     fingerprint = ""
     if event_id is not None:
         fingerprint = request_fingerprint(
-            user_id=user_id,
-            tip_id=tip_id,
-            reward=reward,
-            features=features,
-            day_of_week=day_of_week,
-            profile=profile,
-            decision_id=decision_id,
-            policy=policy_name,
+            **said, decision_id=decision_id, policy=policy_name
         )
         if replay := _replay_or_conflict(event_id=event_id, fingerprint=fingerprint):
             return replay
@@ -487,12 +488,7 @@ def reward_apply(
     else:
         which, value, is_target = _ACTIVE, Role.ACTIVE, lambda p: p.role == Role.ACTIVE
     job = _Reward(
-        user_id=user_id,
-        tip_id=tip_id,
-        reward=reward,
-        features=features,
-        day_of_week=day_of_week,
-        profile=profile,
+        **said,
         decision=decision,
         index=index,
         event_id=event_id,
