@@ -153,15 +153,13 @@ class _DirectCursor:
             query = psycopg_queries.PostgresQuery(self._kept.tx)
             query.convert(sql, params)
             result = self._run(query)
-            status = result.status
-            if status == pq.ExecStatus.FATAL_ERROR and _forgotten(result):
+            if _forgotten(result):
                 self._kept.names.clear()  # nothing ran: again
                 result = self._run(query)
-                status = result.status
-            self._check(result, status)
+            self._check(result)
             nrows = result.command_tuples
             self.rowcount = -1 if nrows is None else nrows
-            if status == pq.ExecStatus.TUPLES_OK:
+            if result.status == pq.ExecStatus.TUPLES_OK:
                 self._kept.tx.set_pgresult(result)
                 self._rows = self._kept.tx.load_rows(0, result.ntuples, tuple)
             else:
@@ -181,9 +179,8 @@ class _DirectCursor:
             )
         return pgconn.exec_prepared(name, query.params, query.formats)
 
-    def _check(self, result, status: pq.ExecStatus | None = None) -> None:
-        status = result.status if status is None else status
-        if status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+    def _check(self, result) -> None:
+        if result.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
             raise psycopg_errors.error_from_result(
                 result, encoding=self._raw.info.encoding
             )
@@ -199,9 +196,13 @@ class _DirectCursor:
 _UNKNOWN_STATEMENT = b"26000"  # invalid_sql_statement_name
 
 
-def _forgotten(failed) -> bool:
-    """Whether a failed statement failed because the server forgot it."""
-    return failed.error_field(pq.DiagnosticField.SQLSTATE) == _UNKNOWN_STATEMENT
+def _forgotten(result) -> bool:
+    """Whether the statement failed because the server forgot it (its SQLSTATE,
+    another call to libpq, asked only of a failure)."""
+    return (
+        result.status == pq.ExecStatus.FATAL_ERROR
+        and result.error_field(pq.DiagnosticField.SQLSTATE) == _UNKNOWN_STATEMENT
+    )
 
 
 def recoverable():

@@ -99,20 +99,20 @@ def _insert_counted(
     ``logged`` and ``counted`` (more items and a main statement, or a main
     statement: data-modifying items run whether or not they are read);
     elsewhere it is a statement of its own in the same transaction."""
-    insert, params = insert
+    rows_sql, params = insert
     upsert, more = upsert_sql(counts)
     if on_postgresql():
         if then is None:
-            cursor.execute(f"WITH logged AS ({insert}) {upsert}", [*params, *more])
+            cursor.execute(f"WITH logged AS ({rows_sql}) {upsert}", [*params, *more])
         else:
             tail, tail_params = then
             cursor.execute(
-                f"WITH logged AS ({insert}), counted AS ({upsert}){tail}",
+                f"WITH logged AS ({rows_sql}), counted AS ({upsert}){tail}",
                 [*params, *more, *tail_params],
             )
     else:
         with transaction.atomic():
-            cursor.execute(insert, params)
+            cursor.execute(rows_sql, params)
             cursor.execute(upsert, more)
             if then:
                 cursor.execute(*then)

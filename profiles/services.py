@@ -12,7 +12,13 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from oo_ml.db import fetch_one, names_lock, rows_insert, rows_insert_sql
+from oo_ml.db import (
+    fetch_one,
+    names_lock,
+    on_postgresql,
+    rows_insert,
+    rows_insert_sql,
+)
 from oo_ml.errors import Conflict, NotFound
 from oo_ml.idempotency import EVENT_REWARD_PREFIX, fingerprint, previous_or_conflict
 from policies.models import Reward
@@ -139,7 +145,7 @@ def _previous(event: Event) -> Event | None:
     its content differs). Under a lock on the id where the log is partitioned:
     its event ids cannot have a unique index (docs/logs.md), so two posts of
     one id queue here and the second finds the first."""
-    if connection.vendor == "postgresql":
+    if on_postgresql():
         names_lock([f"event-id:{event.event_id}"])
     return previous_or_conflict(
         Event.objects, event_id=event.event_id, fingerprint=event.fingerprint
@@ -310,7 +316,7 @@ def _event_store(event: Event, *, now: datetime) -> None:
     stamp = Profile._meta.get_field("computed_at").get_db_prep_save(now, connection)
     counts = [event.user_id, *count_values(_event_counts(event, now=now))]
     counts += [stamp, stamp, stamp]
-    if connection.vendor == "postgresql":
+    if on_postgresql():
         insert, params = rows_insert_sql([event])
         (inserted,) = fetch_one(
             f"WITH e AS ({insert}) {_INCREMENT_SQL}", params + counts
