@@ -70,49 +70,106 @@ def _profile_values(profile: Mapping[str, float | None]) -> tuple[float, ...]:
     )
 
 
-def _profile_into(x: np.ndarray, profile: Sequence, hour) -> None:
-    """Features 7-11 (docs/features.md) into ``x[..., 7:12]``; NaN marks a null,
-    which takes its neutral value. ``profile`` holds five scalars or arrays and
-    ``hour`` one, each broadcasting to ``x.shape[:-1]``."""
-    values = np.array(profile, dtype=float)
-    null = np.isnan(values)
-    # A null rate, dwell or volume is neutral at 0, which is what their formulas
-    # give for 0: put 0 in. The hour alignment's neutral value is set apart.
-    values[null] = 0.0
-    completion, dismiss, dwell, preferred, volume = values
-    x[..., 7] = completion
-    x[..., 8] = dismiss
-    x[..., 9] = np.minimum(np.maximum(dwell / _DWELL_SCALE_MS, 0.0), 1.0)
-    x[..., 10] = np.where(
-        null[3], 0.5, (np.cos(_TWO_PI * (preferred - hour) / 24.0) + 1.0) / 2.0
-    )
-    x[..., 11] = np.minimum(np.maximum(np.log1p(volume) / _LOG1P_100, 0.0), 1.0)
+def _clip01(value):
+    return np.minimum(np.maximum(value, 0.0), 1.0)  # np.clip: 2x slower
 
 
-def _encode_into(
-    x: np.ndarray, *, hour, day_of_week, overdue, age, priority, profile
-) -> None:
-    """Fill ``x`` (shape (..., D)) by docs/features.md: the one copy of the formulas,
-    shared by ``encode`` and ``encode_batch``. Every input broadcasts to
-    ``x.shape[:-1]``; ``profile`` is five values with NaN for a null."""
-    dimension = x.shape[-1]
-    angle = _TWO_PI * hour / 24.0
-    x[..., 0] = np.sin(angle)
-    x[..., 1] = np.cos(angle)
-    x[..., 2] = overdue
-    x[..., 3] = np.minimum(np.maximum(age / 30.0, 0.0), 1.0)  # np.clip: 2x slower
-    x[..., 4] = (priority - 1.0) / 3.0
+def _alignment(preferred, hour):
+    """Feature 10: how close ``hour`` is to the preferred one; 0.5 for a null."""
+    null = np.isnan(preferred)
+    angle = _TWO_PI * (np.where(null, 0.0, preferred) - hour) / 24.0
+    return np.where(null, 0.5, (np.cos(angle) + 1.0) / 2.0)
+
+
+class _Arrays:
+    """How ``_columns`` computes over numpy arrays (``encode_batch``, many
+    candidates): each input broadcasts to the arrays' shape."""
+
+    hour_sin = staticmethod(lambda hour: np.sin(_TWO_PI * hour / 24.0))
+    hour_cos = staticmethod(lambda hour: np.cos(_TWO_PI * hour / 24.0))
+    day_sin = staticmethod(lambda day: np.sin(_TWO_PI * day / 7.0))
+    day_cos = staticmethod(lambda day: np.cos(_TWO_PI * day / 7.0))
+    clip01 = staticmethod(_clip01)
+    zero_if_null = staticmethod(lambda value: np.where(np.isnan(value), 0.0, value))
+    log1p = staticmethod(np.log1p)
+    alignment = staticmethod(_alignment)
+
+
+# The few angles of whole hours and days: their sines and cosines as
+# ``_Arrays`` computes them, and the hour alignment by preferred hour - hour.
+_HOURS = np.arange(24.0)
+_DAYS = np.arange(7.0)
+_ALIGNED = _alignment(np.arange(-23.0, 24.0), 0.0).tolist()
+
+
+def _aligned(preferred: float, hour: int) -> float:
+    return 0.5 if preferred != preferred else _ALIGNED[int(preferred) - hour + 23]
+
+
+class _Floats:
+    """How ``_columns`` computes for one candidate in Python floats (``encode``,
+    a few candidates: numpy's calls cost more than the arithmetic on so few).
+
+    The angles' sines and cosines are looked up in tables that ``_Arrays``
+    computed, so both give the same numbers, bit for bit, whatever libm's and
+    numpy's ``sin`` would: only whole hours, days and preferred hours come here
+    (``_floats_apply``)."""
+
+    hour_sin = _Arrays.hour_sin(_HOURS).tolist().__getitem__
+    hour_cos = _Arrays.hour_cos(_HOURS).tolist().__getitem__
+    day_sin = _Arrays.day_sin(_DAYS).tolist().__getitem__
+    day_cos = _Arrays.day_cos(_DAYS).tolist().__getitem__
+    clip01 = staticmethod(lambda value: min(max(value, 0.0), 1.0))
+    zero_if_null = staticmethod(lambda value: 0.0 if value != value else value)
+    log1p = staticmethod(lambda value: float(np.log1p(value)))  # numpy's, as above
+    alignment = staticmethod(_aligned)
+
+
+def _columns(ops, *, hour, day_of_week, overdue, age, priority, profile, dimension):
+    """The ``dimension`` features by docs/features.md, computed with ``ops``
+    (``_Arrays`` or ``_Floats``): the one copy of the formulas, shared by
+    ``encode`` and ``encode_batch``. ``profile`` is five values, NaN for a null."""
+    columns = [
+        ops.hour_sin(hour),
+        ops.hour_cos(hour),
+        overdue,
+        ops.clip01(age / 30.0),
+        (priority - 1.0) / 3.0,
+    ]
     if dimension >= 7:
-        angle = _TWO_PI * day_of_week / 7.0
-        x[..., 5] = np.sin(angle)
-        x[..., 6] = np.cos(angle)
+        columns += [ops.day_sin(day_of_week), ops.day_cos(day_of_week)]
     if dimension == PROFILE_DIMENSION:
-        _profile_into(x, profile, hour)
+        completion, dismiss, dwell, preferred, volume = profile
+        columns += [
+            ops.zero_if_null(completion),
+            ops.zero_if_null(dismiss),
+            ops.clip01(ops.zero_if_null(dwell) / _DWELL_SCALE_MS),
+            ops.alignment(preferred, hour),
+            ops.clip01(ops.log1p(ops.zero_if_null(volume)) / _LOG1P_100),
+        ]
+    return columns
+
+
+def _stacked(columns: list, shape: tuple[int, ...]) -> np.ndarray:
+    """``_Arrays``' columns as one array of ``shape`` + (D,)."""
+    x = np.empty((*shape, len(columns)))
+    for i, column in enumerate(columns):
+        x[..., i] = column
+    return x
 
 
 def _check_dimension(dimension: int) -> None:
     if dimension not in DIMENSIONS:
         raise ValueError(f"dimension must be one of {DIMENSIONS}, not {dimension}")
+
+
+# Up to this many candidates, ``encode`` computes in Python floats.
+_FLOATS_UP_TO = 16
+
+
+def _whole(value, top: int) -> bool:
+    """``value`` is an int in 0 .. top - 1."""
+    return type(value) is int and 0 <= value < top
 
 
 def encode(
@@ -132,17 +189,47 @@ def encode(
     _check_dimension(dimension)
     n = len(features)
     get = [(f.get if f else {}.get) for f in features]
-    x = np.empty((n, dimension))
-    _encode_into(
-        x,
+    overdue = [float(bool(g("is_overdue", False))) for g in get]
+    age = [float(g("task_age_days", 0.0)) for g in get]
+    priority = [float(g("priority", 1)) for g in get]
+    values = _profile_values(profile) if dimension == PROFILE_DIMENSION else ()
+    if n <= _FLOATS_UP_TO and _floats_apply(hours, day_of_week, values):
+        rows = [
+            _columns(
+                _Floats,
+                hour=hour,
+                day_of_week=day_of_week,
+                overdue=o,
+                age=a,
+                priority=p,
+                profile=values,
+                dimension=dimension,
+            )
+            for hour, o, a, p in zip(hours, overdue, age, priority, strict=True)
+        ]
+        return np.array(rows, dtype=float).reshape(n, dimension)
+    columns = _columns(
+        _Arrays,
         hour=np.asarray(hours, dtype=float).reshape(n),
         day_of_week=float(day_of_week),
-        overdue=np.array([bool(g("is_overdue", False)) for g in get], dtype=float),
-        age=np.array([g("task_age_days", 0.0) for g in get], dtype=float),
-        priority=np.array([g("priority", 1) for g in get], dtype=float),
-        profile=_profile_values(profile) if dimension == PROFILE_DIMENSION else (),
+        overdue=np.array(overdue),
+        age=np.array(age),
+        priority=np.array(priority),
+        profile=values,
+        dimension=dimension,
     )
-    return x
+    return _stacked(columns, (n,))
+
+
+def _floats_apply(hours: Sequence, day_of_week, profile: tuple) -> bool:
+    """Whether ``_Floats`` can encode: whole hours and day, and a whole
+    preferred hour or none (what the API's validation lets through)."""
+    preferred = profile[3] if profile else math.nan
+    return (
+        all(_whole(hour, 24) for hour in hours)
+        and _whole(day_of_week, 7)
+        and (preferred != preferred or preferred.is_integer() and 0 <= preferred < 24)
+    )
 
 
 def encode_batch(
@@ -166,9 +253,8 @@ def encode_batch(
     _check_dimension(dimension)
     overdue = np.asarray(is_overdue, dtype=float)
     b, n = overdue.shape
-    x = np.empty((b, n, dimension))
-    _encode_into(
-        x,
+    columns = _columns(
+        _Arrays,
         hour=np.asarray(hours, dtype=float).reshape(b, 1),
         day_of_week=np.asarray(day_of_week, dtype=float).reshape(b, 1),
         overdue=overdue,
@@ -180,8 +266,9 @@ def encode_batch(
             np.asarray(profile[name], dtype=float).reshape(b, 1)
             for name in PROFILE_NAMES
         ),
+        dimension=dimension,
     )
-    return x
+    return _stacked(columns, (b, n))
 
 
 def initial_state(dimension: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,8 +1,8 @@
 """The batched forms of the numeric core against the single-user functions.
 
 The simulator runs thousands of users at once through ``*_batch``; /score runs one
-through the single-user functions. Both must give the same numbers (to 1e-12)
-and the same picks, ties included. No database.
+through the single-user functions. Both must give the same numbers (the encoding
+bit for bit, the rest to 1e-12) and the same picks, ties included. No database.
 """
 
 from __future__ import annotations
@@ -92,9 +92,41 @@ def test_encode_batch_equals_encode_for_each_user(dimension):
     x = bandits.encode_batch(**world, dimension=dimension)
     assert x.shape == (USERS, N, dimension)
     for u in range(USERS):
-        np.testing.assert_allclose(
-            x[u], one_user(world, u, dimension), rtol=0, atol=TOL
-        )
+        np.testing.assert_array_equal(x[u], one_user(world, u, dimension))
+
+
+@pytest.mark.parametrize("preferred", [None, *range(24)])
+def test_encode_in_floats_is_encode_in_arrays_bit_for_bit(preferred):
+    """``encode`` computes a few candidates at whole hours in Python floats, and
+    more, or other hours, in numpy arrays: the same numbers either way, at every
+    hour, day and preferred hour."""
+    rng = np.random.default_rng(24 if preferred is None else preferred)
+    candidates = [
+        {
+            "is_overdue": bool(rng.random() < 0.5),
+            "task_age_days": float(rng.uniform(0, 90)),
+            "priority": int(rng.integers(1, 5)),
+        }
+        for _ in range(3)
+    ]
+    candidates.append({})  # the defaults
+    profile = {
+        "completion_rate_30d": float(rng.random()),
+        "dismiss_rate_30d": None,
+        "mean_dwell_ms_30d": float(rng.uniform(0, 2_000_000)),
+        "preferred_hour": preferred,
+    }
+    for hour in range(24):
+        for day in range(7):
+            profile["tip_volume_30d"] = int(rng.integers(0, 150))  # 100 and up: 1
+            common = dict(day_of_week=day, profile=profile, dimension=12)
+            floats = bandits.encode(candidates, hours=[hour] * 4, **common)
+            # A float hour takes the arrays' way.
+            arrays = bandits.encode(candidates, hours=[float(hour)] * 4, **common)
+            np.testing.assert_array_equal(floats, arrays)
+            # So do many candidates: the first four are the same rows.
+            many = bandits.encode(candidates * 5, hours=[hour] * 20, **common)
+            np.testing.assert_array_equal(floats, many[:4])
 
 
 def test_encode_batch_d12_nulls_take_neutral_values():
