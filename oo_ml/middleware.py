@@ -1,8 +1,9 @@
 import contextlib
+import functools
 
 from django.conf import settings
 from django.http import JsonResponse
-from django.urls import Resolver404, get_resolver
+from django.urls import Resolver404, ResolverMatch, URLResolver, get_resolver
 
 from oo_ml.errors import error_body
 
@@ -58,13 +59,24 @@ class TokenApiMiddleware:
     def __call__(self, request):
         if not request.META.get("HTTP_AUTHORIZATION"):
             return self.get_response(request)
-        try:
-            match = get_resolver().resolve(request.path_info)
-        except Resolver404:
-            return self.get_response(request)
-        if getattr(match.func, "cls", None) is None:  # not a DRF view
+        match = _api_match(get_resolver(), request.path_info)
+        if match is None:
             return self.get_response(request)
         request.resolver_match = match
         response = match.func(request, *match.args, **match.kwargs)
         render = getattr(response, "render", None)
         return render() if callable(render) else response
+
+
+@functools.lru_cache(maxsize=1024)
+def _api_match(resolver: URLResolver, path: str) -> ResolverMatch | None:
+    """What ``path`` resolves to if it is a DRF view, else None (not a view of
+    the API, or nothing). Remembered per path: resolving walks the admin's
+    patterns and the others before the API's, a twentieth of a ``/reward``'s
+    cost (docs/performance.md). Keyed by the resolver too, which Django makes
+    anew when the URLconf changes (a test's ``override_settings``)."""
+    try:
+        match = resolver.resolve(path)
+    except Resolver404:
+        return None
+    return match if getattr(match.func, "cls", None) is not None else None

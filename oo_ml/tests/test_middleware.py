@@ -4,7 +4,10 @@ import json
 
 import pytest
 from django.http import HttpResponse
-from django.test import RequestFactory
+from django.test import RequestFactory, override_settings
+from django.urls import path
+from rest_framework.permissions import AllowAny
+from rest_framework.views import APIView
 
 from oo_ml.middleware import TokenApiMiddleware
 
@@ -71,3 +74,34 @@ def test_a_staff_session_without_a_token_still_reaches_the_api(client, staff_use
     response = client.get("/api/admin/policies")
     assert response.status_code == 200
     assert "egreedy-v1" in json.dumps(response.json())
+
+
+class _Elsewhere(APIView):
+    """The view this module's URLconf puts at /score."""
+
+    permission_classes = [AllowAny]
+
+    def post(self, request):
+        return HttpResponse("elsewhere")
+
+
+urlpatterns = [path("score", _Elsewhere.as_view())]
+
+
+def test_a_changed_urlconf_is_followed_on_the_token_path(service_token):
+    """The token path remembers what a path resolves to, per URLconf: a new one
+    (override_settings here, a reload in a process) is resolved afresh."""
+
+    def post():
+        request = RequestFactory().post(
+            "/score",
+            json.dumps(BODY),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Token {service_token}",
+        )
+        return _through(request)
+
+    assert json.loads(post().content)["tip_id"] == "t1"
+    with override_settings(ROOT_URLCONF=__name__):
+        assert post().content == b"elsewhere"
+    assert json.loads(post().content)["tip_id"] == "t1"
