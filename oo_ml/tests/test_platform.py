@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
+import sys
+import types
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -186,3 +189,65 @@ def test_a_body_the_view_did_not_read_is_read_before_the_answer_goes():
     response = BodySizeLimitMiddleware(lambda r: HttpResponseForbidden())(request)
     assert response.status_code == 403
     assert request.read() == b""  # nothing left
+
+
+def _wsgi_get(path: str):
+    """The server's application called as a WSGI server would: its status,
+    and the iterable it answered."""
+    from oo_ml.wsgi import application
+
+    statuses = []
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": "127.0.0.1",
+        "wsgi.input": io.BytesIO(),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+    }
+    answer = application(environ, lambda status, headers: statuses.append(status))
+    return statuses[0], answer
+
+
+def test_the_server_gets_a_body_in_one_piece_and_the_request_finished(settings):
+    """A response held in memory goes to the server as a list of its body, the
+    response already closed (Django's request_finished sent, as the server's
+    close() would have); a streamed one goes as it is, for the server to walk
+    and close."""
+    from django.core.signals import request_finished
+    from django.http import StreamingHttpResponse
+    from django.urls import path
+
+    finished = []
+
+    def count(**kwargs):
+        finished.append(True)
+
+    urls = types.ModuleType("streaming_urls")
+    urls.urlpatterns = [
+        path("stream", lambda request: StreamingHttpResponse(iter([b"a", b"b"])))
+    ]
+    sys.modules[urls.__name__] = urls
+    request_finished.connect(count)
+    try:
+        status, answer = _wsgi_get("/nowhere")
+        assert status.startswith("404")
+        assert isinstance(answer, list) and len(answer) == 1
+        assert json.loads(answer[0])["error"] == "not_found"
+        assert finished == [True]
+
+        settings.ROOT_URLCONF = urls.__name__
+        status, answer = _wsgi_get("/stream")
+        assert status.startswith("200")
+        assert not isinstance(answer, list) and finished == [True]
+        assert b"".join(answer) == b"ab"
+        answer.close()
+        assert finished == [True, True]
+    finally:
+        request_finished.disconnect(count)
+        del sys.modules[urls.__name__]
