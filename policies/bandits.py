@@ -310,12 +310,16 @@ def _linucb_terms(
     return estimates, alpha * np.sqrt(np.maximum(variances, 0.0))
 
 
+def _tie_floor(top, maximum=np.maximum):
+    """The least value tied with ``top``: within TIE_TOLERANCE of it, relative
+    to its size above 1 (arrays with numpy's ``maximum``, a float with ``max``)."""
+    return top - TIE_TOLERANCE * maximum(1.0, abs(top))
+
+
 def _first_max(values: np.ndarray) -> np.ndarray:
     """Index of the first maximum along the last axis, within TIE_TOLERANCE."""
-    top = values.max(axis=-1, keepdims=True)
-    return (values >= top - TIE_TOLERANCE * np.maximum(1.0, np.abs(top))).argmax(
-        axis=-1
-    )
+    floor = _tie_floor(values.max(axis=-1, keepdims=True))
+    return (values >= floor).argmax(axis=-1)
 
 
 def _egreedy_propensity(epsilon: float, n: int, greedy):
@@ -364,8 +368,12 @@ def first_max(values: np.ndarray) -> int:
 
     Candidates that tie exactly in real arithmetic can differ in the last bit
     after a solve; the first in request order must still win (docs/algorithms.md).
+    In Python floats: a request's few values cost numpy more in calls than in
+    arithmetic.
     """
-    return int(_first_max(values))
+    values = values.tolist()
+    floor = _tie_floor(max(values), max)
+    return next(i for i, value in enumerate(values) if value >= floor)
 
 
 def first_max_batch(values: np.ndarray) -> np.ndarray:

@@ -66,7 +66,7 @@ def _empty() -> list:
     return [0, 0, 0, 0, 0.0, 0]
 
 
-def decision_counts(decisions: Sequence[Decision]) -> Counts:
+def decision_counts(decisions: Sequence) -> Counts:
     """What one request's decisions add: the first is the active policy's when
     a shadow beside it compares with it (decision_make's order)."""
     counts: Counts = defaultdict(_empty)
@@ -80,11 +80,15 @@ def decision_counts(decisions: Sequence[Decision]) -> Counts:
     return counts
 
 
-def decisions_insert(decisions: Sequence[Decision], cursor: CursorWrapper) -> None:
-    """Insert one request's decisions and count them, atomically: on PostgreSQL
-    in one statement (a data-modifying WITH), elsewhere two in a transaction
-    the caller holds or, autocommitting, SQLite's one writer."""
-    _insert_counted(rows_insert_sql(decisions), decision_counts(decisions), cursor)
+def decisions_insert(decisions: Sequence, cursor: CursorWrapper) -> None:
+    """Insert one request's decisions (``Decision`` instances, or rows carrying
+    its fields by attribute name: ``oo_ml.db.rows_insert_sql``) and count them,
+    atomically: on PostgreSQL in one statement (a data-modifying WITH),
+    elsewhere two in a transaction the caller holds or, autocommitting,
+    SQLite's one writer."""
+    _insert_counted(
+        rows_insert_sql(decisions, Decision), decision_counts(decisions), cursor
+    )
 
 
 def _insert_counted(

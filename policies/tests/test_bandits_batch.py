@@ -231,6 +231,27 @@ def test_first_max_batch_is_first_max_row_by_row():
     assert got.tolist() == [bandits.first_max(row) for row in rows] == [1, 0, 1]
 
 
+def test_first_max_in_floats_is_first_max_batch_at_the_tolerance_edges():
+    """``first_max`` picks in Python floats, ``first_max_batch`` in numpy: the
+    same index for values at, just inside and just outside the tie tolerance,
+    at every scale."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for scale in (1e-6, 0.5, 1.0, 3.0, 1e6):
+        for _ in range(200):
+            top = scale * rng.choice([-1.0, 1.0])
+            gap = bandits.TIE_TOLERANCE * max(1.0, abs(top))
+            nudge = rng.choice([0.0, 0.5, 0.999, 1.0, 1.001, 2.0, -1.0])
+            row = rng.uniform(-2 * scale, top, 6)
+            row[rng.integers(6)] = top
+            row[rng.integers(6)] = top - nudge * gap
+            rows.append(row)
+    rows = np.array(rows)
+    assert bandits.first_max_batch(rows).tolist() == [
+        bandits.first_max(row) for row in rows
+    ]
+
+
 @pytest.mark.parametrize("dimension", bandits.DIMENSIONS)
 @pytest.mark.parametrize("in_place", [False, True])
 def test_update_batch_equals_single_updates(dimension, in_place):
