@@ -251,3 +251,19 @@ def test_the_server_gets_a_body_in_one_piece_and_the_request_finished(settings):
     finally:
         request_finished.disconnect(count)
         del sys.modules[urls.__name__]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_server_still_ends_a_connection_past_its_age_after_a_request():
+    """The server's process takes the request signals' idle receivers off, but
+    not ``close_old_connections``: a connection past CONN_MAX_AGE is closed
+    when the request that finds it so ends."""
+    import time
+
+    from django.db import connection
+
+    connection.ensure_connection()
+    connection.close_at = time.monotonic() - 1  # its age is up
+    status, answer = _wsgi_get("/nowhere")
+    assert status.startswith("404")
+    assert connection.connection is None
