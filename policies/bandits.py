@@ -119,7 +119,8 @@ class _Floats:
     hour_cos = _Arrays.hour_cos(_HOURS).tolist().__getitem__
     day_sin = _Arrays.day_sin(_DAYS).tolist().__getitem__
     day_cos = _Arrays.day_cos(_DAYS).tolist().__getitem__
-    clip01 = staticmethod(lambda value: min(max(value, 0.0), 1.0))
+    # 0.0 first: max(-0.0, 0.0) is -0.0, where numpy's maximum gives 0.0.
+    clip01 = staticmethod(lambda value: min(max(0.0, value), 1.0))
     zero_if_null = staticmethod(lambda value: 0.0 if value != value else value)
     log1p = staticmethod(lambda value: float(np.log1p(value)))  # numpy's, as above
     alignment = staticmethod(_aligned)
@@ -228,7 +229,7 @@ def _floats_apply(hours: Sequence, day_of_week, profile: tuple) -> bool:
     return (
         all(_whole(hour, 24) for hour in hours)
         and _whole(day_of_week, 7)
-        and (preferred != preferred or preferred.is_integer() and 0 <= preferred < 24)
+        and (preferred != preferred or (preferred.is_integer() and 0 <= preferred < 24))
     )
 
 
@@ -369,11 +370,14 @@ def first_max(values: np.ndarray) -> int:
     Candidates that tie exactly in real arithmetic can differ in the last bit
     after a solve; the first in request order must still win (docs/algorithms.md).
     In Python floats: a request's few values cost numpy more in calls than in
-    arithmetic.
+    arithmetic; a NaN or an infinity (a broken state) goes numpy's way, as the
+    batch has it.
     """
-    values = values.tolist()
-    floor = _tie_floor(max(values), max)
-    return next(i for i, value in enumerate(values) if value >= floor)
+    floats = values.tolist()
+    if not math.isfinite(sum(floats)):
+        return int(_first_max(values))
+    floor = _tie_floor(max(floats), max)
+    return next(i for i, value in enumerate(floats) if value >= floor)
 
 
 def first_max_batch(values: np.ndarray) -> np.ndarray:

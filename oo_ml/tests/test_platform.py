@@ -192,9 +192,11 @@ def test_a_body_the_view_did_not_read_is_read_before_the_answer_goes():
 
 
 def _wsgi_get(path: str):
-    """The server's application called as a WSGI server would: its status,
-    and the iterable it answered."""
-    from oo_ml.wsgi import application
+    """The server's application (without the rest of its process's set-up)
+    called as a WSGI server would: its status, and the iterable it answered."""
+    from django.core.handlers.wsgi import WSGIHandler
+
+    from oo_ml.serving import in_memory_bodies
 
     statuses = []
     environ = {
@@ -210,6 +212,7 @@ def _wsgi_get(path: str):
         "wsgi.url_scheme": "http",
         "wsgi.errors": sys.stderr,
     }
+    application = in_memory_bodies(WSGIHandler())  # Django set up already
     answer = application(environ, lambda status, headers: statuses.append(status))
     return statuses[0], answer
 
@@ -253,17 +256,61 @@ def test_the_server_gets_a_body_in_one_piece_and_the_request_finished(settings):
         del sys.modules[urls.__name__]
 
 
+def test_an_error_closing_a_response_is_logged_and_the_answer_still_goes(caplog):
+    """Closing a response sends request_finished, whose receivers may fail (a
+    broken connection's close): the server would have logged that after
+    sending the answer, so the answer goes, and the error is logged."""
+    from django.core.signals import request_finished
+
+    def fail(**kwargs):
+        raise RuntimeError("closing failed")
+
+    request_finished.connect(fail)
+    try:
+        status, answer = _wsgi_get("/nowhere")
+    finally:
+        request_finished.disconnect(fail)
+    assert status.startswith("404") and json.loads(answer[0])["error"] == "not_found"
+    assert "closing failed" in caplog.text
+
+
+@pytest.fixture
+def trimmed_signals():
+    """The server process's request signals, restored afterwards."""
+    from django.core.cache import close_caches
+    from django.core.handlers.base import reset_urlconf
+    from django.core.signals import request_finished, request_started
+    from django.db import reset_queries
+
+    from oo_ml.serving import request_signals_trim
+
+    request_signals_trim()
+    yield
+    request_started.connect(reset_queries)
+    request_finished.connect(close_caches)
+    request_finished.connect(reset_urlconf)
+
+
 @pytest.mark.django_db(transaction=True)
-def test_the_server_still_ends_a_connection_past_its_age_after_a_request():
+def test_the_server_still_ends_a_connection_past_its_age_after_a_request(
+    trimmed_signals,
+):
     """The server's process takes the request signals' idle receivers off, but
-    not ``close_old_connections``: a connection past CONN_MAX_AGE is closed
-    when the request that finds it so ends."""
+    not ``close_old_connections``: a connection that passes CONN_MAX_AGE during
+    a request is closed when the request ends."""
     import time
 
+    from django.core.signals import request_started
     from django.db import connection
 
+    def age_up(**kwargs):  # after Django's own check at the request's start
+        connection.close_at = time.monotonic() - 1
+
     connection.ensure_connection()
-    connection.close_at = time.monotonic() - 1  # its age is up
-    status, answer = _wsgi_get("/nowhere")
+    request_started.connect(age_up)
+    try:
+        status, answer = _wsgi_get("/nowhere")
+    finally:
+        request_started.disconnect(age_up)
     assert status.startswith("404")
     assert connection.connection is None
