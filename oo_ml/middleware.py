@@ -72,8 +72,8 @@ class TokenApiMiddleware:
 def _api_match(resolver: URLResolver, path: str) -> ResolverMatch | None:
     """What ``path`` resolves to if it is a DRF view, else None (not a view of
     the API, or nothing). Remembered per path: resolving walks the admin's
-    patterns and the others before the API's, a twentieth of a ``/reward``'s
-    cost (docs/performance.md). Keyed by the resolver too, which Django makes
+    patterns and the others before the API's, 7% of a ``/reward``'s CPU in
+    process (docs/performance.md). Keyed by the resolver too, which Django makes
     anew when the URLconf changes (a test's ``override_settings``)."""
     try:
         match = resolver.resolve(path)
